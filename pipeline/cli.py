@@ -1,0 +1,23 @@
+"""How every stage starts and ends: a message instead of a traceback, and a clean stop on signals."""
+
+import signal
+import sys
+from typing import Callable
+
+from pipeline.errors import PipelineError
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so `finally` blocks remove temporaries and stop workers on SIGTERM too
+
+
+def run(main: Callable[[], None]) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        main()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written to the outputs", file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -1,0 +1,262 @@
+"""params.yaml, loaded once into typed, validated, documented dataclasses.
+
+Every field's docstring is its documentation. A wrong key or value fails at start-up with a message
+that names it; values that must agree across sections are checked here, before any work starts.
+"""
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+RAW_DIR = Path("data/raw")
+CORPUS_DIR = Path("data/corpus")
+TOKENIZER_DIR = Path("data/tokenizer")
+TOKENS_DIR = Path("data/tokens")
+METRICS_DIR = Path("metrics")
+SHARD_SUFFIX = ".jsonl.zst"
+
+# Flags of SentencePiece 0.2.3's trainer (TrainerSpec and NormalizerSpec), passed through verbatim.
+SENTENCEPIECE_FLAGS = frozenset({
+    "accept_language", "add_dummy_prefix", "allow_whitespace_only_pieces", "bos_id", "bos_piece",
+    "byte_fallback", "character_coverage", "control_symbols", "denormalization_rule_tsv",
+    "differential_privacy_clipping_threshold", "differential_privacy_noise_level",
+    "enable_differential_privacy", "eos_id", "eos_piece", "escape_whitespaces", "hard_vocab_limit",
+    "input_format", "input_sentence_size", "max_sentence_length", "max_sentencepiece_length",
+    "mining_sentence_size", "model_type", "normalization_rule_name", "normalization_rule_tsv",
+    "num_sub_iterations", "num_threads", "pad_id", "pad_piece", "pretokenization_delimiter",
+    "remove_extra_whitespaces", "required_chars", "seed_sentencepiece_size", "self_test_sample_size",
+    "shrinking_factor", "shuffle_input_sentence", "split_by_number", "split_by_unicode_script",
+    "split_by_whitespace", "split_digits", "train_extremely_large_corpus", "training_sentence_size",
+    "treat_whitespace_as_suffix", "unk_id", "unk_piece", "unk_surface", "use_all_vocab",
+    "user_defined_symbols", "vocab_size", "vocabulary_output_piece_score",
+})
+# Derived from the pipeline's paths, so a params file cannot point them elsewhere.
+DERIVED_FLAGS = {"input": "data/corpus/<shard>.txt", "model_prefix": "data/tokenizer/spm"}
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One file of the corpus, as laid out on the mirror."""
+
+    path: str
+    """Path under the mirror root without the .jsonl.zst suffix: `train/07`, `val`, `test`."""
+    sha256: str | None = None
+    """Expected sha256 of the compressed file; a download that does not match is deleted."""
+
+    @property
+    def split(self) -> str:
+        """`train` for files under train/, else the file's own name (`val`, `test`)."""
+        return "train" if self.path.startswith("train/") else self.path
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    """Mirror root: a local directory, file://..., or http(s)://... holding train/NN.jsonl.zst etc."""
+    shards: dict[str, Shard]
+    """Stage key (download@KEY, pretokenize@KEY) -> file; a train shard's key is its file name."""
+
+    def raw_path(self, key: str) -> Path:
+        return RAW_DIR / (self.shard(key).path + SHARD_SUFFIX)
+
+    def tokens_path(self, key: str) -> Path:
+        return TOKENS_DIR / (self.shard(key).path + ".bin")
+
+    def shard(self, key: str) -> Shard:
+        if key not in self.shards:
+            raise PipelineError(f"params.yaml: data.shards has no entry {key!r} (known: {', '.join(self.shards)})")
+        return self.shards[key]
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    retries: int = 8
+    """Attempts after a 5xx, 429, timeout or dropped connection before giving up."""
+    backoff_s: float = 1.0
+    """Wait before the first retry; it doubles each time, capped at 60 s (a Retry-After header wins)."""
+    timeout_s: float = 60.0
+    """Seconds without a byte from the server before the connection counts as dropped."""
+    auth_token_env: str = "HF_TOKEN"
+    """Environment variable whose value, when set, is sent as `Authorization: Bearer ...` (never logged)."""
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    shards: tuple[str, ...]
+    """Train shard keys whose text trains the tokenizer (the original setup used 11 and 22)."""
+    max_lines: int = 1_000_000
+    """Most lines in the tokenizer corpus, over all shards; SentencePiece then loads them all."""
+    seed: int = 1234
+    """Seed of the line sample, so the same shards and params give the same corpus."""
+
+
+@dataclass(frozen=True)
+class PretokenizeParams:
+    workers: int = 0
+    """Encoder processes; one shard's documents are spread over them in order. 0: every usable core."""
+    dtype: Literal["uint16", "uint32"] = "uint16"
+    """Token dtype on disk; uint16 holds vocabularies up to 65,536 pieces."""
+    on_bad_record: Literal["error", "skip"] = "error"
+    """What a malformed record does: stop with its file and line, or skip it and count it."""
+    batch_bytes: int = 1 << 20
+    """Text per batch sent to a worker: large enough to amortise the hand-off, small for memory."""
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    download: DownloadParams
+    corpus: CorpusParams
+    tokenizer: dict[str, Any]
+    """SentencePiece trainer flags under their own names, passed through verbatim."""
+    pretokenize: PretokenizeParams
+
+    @property
+    def max_sentence_length(self) -> int:
+        """Longest corpus line in bytes: SentencePiece skips longer ones, so the corpus splits them."""
+        return self.tokenizer["max_sentence_length"]
+
+
+def load(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate a params file; raise PipelineError naming the first bad key or value."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    params = _build(Params, raw, str(path), "")
+    _check(params, str(path))
+    return params
+
+
+def _build(cls: type, raw: Any, file: str, where: str) -> Any:
+    """Turn nested YAML into the dataclass `cls`, checking keys and types on the way down."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{file}: {where or 'top level'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise PipelineError(f"{file}: {where}{unknown[0]}: unknown key (expected one of: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}{name}"
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise PipelineError(f"{file}: {key}: missing")
+            continue
+        values[name] = _convert(hints[name], raw[name], file, key)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, file: str, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, file, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, file, key)
+    if origin is Literal:
+        if value not in args:
+            raise PipelineError(f"{file}: {key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise PipelineError(f"{file}: {key}: expected a list, got {value!r}")
+        return tuple(_convert(args[0], item, file, f"{key}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PipelineError(f"{file}: {key}: expected a mapping, got {value!r}")
+        return {str(k): _convert(args[1], v, file, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise PipelineError(f"{file}: {key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _check(p: Params, file: str) -> None:
+    """Cross-field rules: values that must agree, and names that must stay inside data/."""
+    fail = lambda key, msg: PipelineError(f"{file}: {key}: {msg}")  # noqa: E731
+    if not p.data.source:
+        raise fail("data.source", "empty; give a directory, file:// or http(s):// mirror root")
+    if "://" in p.data.source and not p.data.source.startswith(("file://", "http://", "https://")):
+        raise fail("data.source", f"{p.data.source!r}: only file://, http:// and https:// are supported")
+    if not p.data.shards:
+        raise fail("data.shards", "empty; list at least one file")
+    for key, shard in p.data.shards.items():
+        if not PLAIN_NAME.match(key):
+            raise fail(f"data.shards.{key}", "a key must be a plain name (letters, digits, _ . -)")
+        parts = PurePosixPath(shard.path).parts
+        if not parts or any(not PLAIN_NAME.match(part) for part in parts) or len(parts) > 2:
+            raise fail(f"data.shards.{key}.path", f"{shard.path!r} is not a plain path such as train/07 or val")
+        if shard.split == "train" and parts[-1] != key:
+            raise fail(f"data.shards.{key}", f"a train shard's key must be its file name ({parts[-1]!r})")
+        if shard.sha256 is not None and not SHA256_HEX.match(shard.sha256):
+            raise fail(f"data.shards.{key}.sha256", "expected 64 lower-case hex digits")
+    for name in ("retries", "backoff_s", "timeout_s"):
+        if getattr(p.download, name) < 0 or (name == "timeout_s" and p.download.timeout_s == 0):
+            raise fail(f"download.{name}", "must be positive")
+    if not p.corpus.shards:
+        raise fail("corpus.shards", "empty; name at least one train shard")
+    for i, key in enumerate(p.corpus.shards):
+        if key not in p.data.shards or p.data.shards[key].split != "train":
+            raise fail(f"corpus.shards[{i}]", f"{key!r} is not a train shard in data.shards")
+    if len(set(p.corpus.shards)) != len(p.corpus.shards):
+        raise fail("corpus.shards", "lists a shard twice")
+    if p.corpus.max_lines < len(p.corpus.shards):
+        raise fail("corpus.max_lines", "must be at least one line per shard")
+    _check_tokenizer(p, fail)
+    if p.pretokenize.workers < 0:
+        raise fail("pretokenize.workers", "must be 0 (every usable core) or more")
+    if p.pretokenize.batch_bytes < 1:
+        raise fail("pretokenize.batch_bytes", "must be positive")
+
+
+def _check_tokenizer(p: Params, fail) -> None:
+    flags = p.tokenizer
+    for name in flags:
+        if name in DERIVED_FLAGS:
+            raise fail(f"tokenizer.{name}", f"set by the pipeline ({DERIVED_FLAGS[name]}); remove it")
+        if name not in SENTENCEPIECE_FLAGS:
+            raise fail(f"tokenizer.{name}", "not a SentencePiece 0.2.3 trainer flag")
+    vocab_size = flags.get("vocab_size")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
+        raise fail("tokenizer.vocab_size", f"expected an integer of at least 2, got {vocab_size!r}")
+    limit = {"uint16": 1 << 16, "uint32": 1 << 32}[p.pretokenize.dtype]
+    if vocab_size > limit:
+        raise fail("tokenizer.vocab_size", f"{vocab_size} pieces do not fit {p.pretokenize.dtype} "
+                   f"(at most {limit}); set pretokenize.dtype: uint32")
+    if flags.get("eos_id", -1) == -1:
+        raise fail("tokenizer.eos_id", "is -1: pretokenize needs the eos piece as the document separator, "
+                   "or documents bleed into each other; set eos_id (and eos_piece) to a free id")
+    sentence_size = flags.get("input_sentence_size", 0)
+    if sentence_size and sentence_size < p.corpus.max_lines:
+        raise fail("tokenizer.input_sentence_size", f"{sentence_size} is below corpus.max_lines "
+                   f"({p.corpus.max_lines}): SentencePiece would sample, and its sampling is not "
+                   "reproducible; lower corpus.max_lines or raise input_sentence_size (0 = all)")
+    max_length = flags.get("max_sentence_length")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 16:
+        raise fail("tokenizer.max_sentence_length", f"expected an integer of at least 16 bytes, got {max_length!r} "
+                   "(required: the corpus stage splits longer lines, which SentencePiece would skip)")

@@ -1,0 +1,208 @@
+"""Tokenize one shard into a token array, its metadata and its document index.
+
+The main process decompresses and cuts the shard into batches of raw lines; `workers` processes
+parse and encode them; results come back in order through a window of at most 2 x workers
+batches, so memory depends on the batch size and the longest document, never on the shard's size.
+Every document is followed by the separator (the tokenizer's eos piece).
+"""
+
+import itertools
+import multiprocessing
+import os
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+
+from pipeline import progress, tokens
+from pipeline.errors import PipelineError
+from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
+from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams, usable_cores
+from pipeline.tokenizer import file_sha256
+
+
+@dataclass
+class Batch:
+    """What a worker returns for one batch of lines, in their order."""
+
+    tokens: np.ndarray
+    doc_tokens: np.ndarray
+    doc_bytes: np.ndarray
+    set_names: list[str]
+    bad: list[tuple[int, str, str]] = field(default_factory=list)
+    """(line number, kind, message) of each line that is not a record."""
+
+
+_processor: spm.SentencePieceProcessor | None = None
+
+
+def _load_processor(model: str) -> None:
+    global _processor
+    _processor = spm.SentencePieceProcessor(model_file=model)
+
+
+def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
+    """Parse and encode a batch of raw lines; bad lines are reported, never encoded."""
+    texts, doc_bytes, set_names, bad = [], [], [], []
+    for number, line in enumerate(lines, first_line):
+        try:
+            record = parse_record(line, number)
+        except BadRecord as exc:
+            bad.append((number, exc.kind, str(exc)))
+            continue
+        texts.append(record.text)
+        doc_bytes.append(record.n_bytes)
+        set_names.append(record.set_name)
+    ids = _processor.encode(texts, num_threads=1) if texts else []
+    eos = [_processor.eos_id()]
+    doc_tokens = np.fromiter((len(doc) + 1 for doc in ids), dtype=np.uint64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(doc, eos) for doc in ids),
+                       dtype=tokens.DTYPES[dtype], count=int(doc_tokens.sum()))
+    return Batch(flat, doc_tokens, np.array(doc_bytes, dtype=np.uint64), set_names, bad)
+
+
+class _Done:
+    def __init__(self, result: Batch):
+        self.result = result
+
+    def get(self) -> Batch:
+        return self.result
+
+
+class _Inline:
+    """The single-worker path: encode in this process, no pickling, same code."""
+
+    def __init__(self, model: str):
+        _load_processor(model)
+
+    def submit(self, *args) -> _Done:
+        return _Done(encode_batch(*args))
+
+    def close(self):
+        pass
+
+
+class _Pool:
+    def __init__(self, model: str, workers: int):
+        self.pool = multiprocessing.get_context("spawn").Pool(workers, _load_processor, (model,))
+
+    def submit(self, *args):
+        return self.pool.apply_async(encode_batch, args)
+
+    def close(self):
+        self.pool.terminate()
+        self.pool.join()
+
+
+def _batches(reader: ShardReader, batch_bytes: int):
+    """(first line number, lines) groups of about `batch_bytes` of raw JSON each."""
+    batch, size, first = [], 0, 1
+    for number, line in reader.lines():
+        if not batch:
+            first = number
+        batch.append(line)
+        size += len(line)
+        if size >= batch_bytes:
+            yield first, batch
+            batch, size = [], 0
+    if batch:
+        yield first, batch
+
+
+def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict:
+    """Write `output` (.bin), its .idx and its .json; return the metadata, with timings for the summary."""
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    vocab_size, eos_id = processor.get_piece_size(), processor.eos_id()
+    tokens.check_dtype_fits(vocab_size, params.dtype, model)
+    if eos_id < 0:
+        raise PipelineError(f"{model}: the tokenizer has no eos piece to separate documents; "
+                            "set tokenizer.eos_id and retrain")
+    reader = ShardReader(raw)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_bin, tmp_idx = output.with_name(output.name + ".tmp"), tokens.index_path(output).with_name(
+        tokens.index_path(output).name + ".tmp")
+    set_ids: dict[str, int] = {}
+    per_set: dict[str, Counter] = {}
+    bad_records: Counter = Counter()
+    n_tokens = n_docs = n_bytes = 0
+    started = time.monotonic()
+    workers = params.workers or usable_cores()
+    executor = _Inline(str(model)) if workers == 1 else _Pool(str(model), workers)
+    try:
+        with open(tmp_bin, "wb") as bin_out, open(tmp_idx, "wb") as idx_out, \
+                progress.bar(reader.size, f"pretokenize {raw.name}") as pbar:
+            pending: deque = deque()
+
+            def write_oldest() -> None:
+                nonlocal n_tokens, n_docs, n_bytes
+                batch: Batch = pending.popleft().get()
+                for number, kind, message in batch.bad:
+                    if params.on_bad_record == "error":
+                        raise PipelineError(bad_record_message(raw, number, message))
+                    bad_records[kind] += 1
+                index = np.empty(len(batch.doc_tokens), dtype=tokens.INDEX_DTYPE)
+                index["token_offset"] = n_tokens + np.concatenate(([0], np.cumsum(batch.doc_tokens)[:-1])).astype(np.uint64)
+                index["n_bytes"] = batch.doc_bytes
+                index["set_id"] = [set_ids.setdefault(name, len(set_ids)) for name in batch.set_names]
+                for name, count, size in zip(batch.set_names, batch.doc_tokens, batch.doc_bytes):
+                    counts = per_set.setdefault(name, Counter())
+                    counts["docs"] += 1
+                    counts["tokens"] += int(count)
+                    counts["bytes"] += int(size)
+                bin_out.write(batch.tokens.tobytes())
+                idx_out.write(index.tobytes())
+                n_tokens += len(batch.tokens)
+                n_docs += len(batch.doc_tokens)
+                n_bytes += int(batch.doc_bytes.sum())
+                pbar.update(reader.compressed_pos - pbar.n)
+
+            for first, lines in _batches(reader, params.batch_bytes):
+                pending.append(executor.submit(first, lines, params.dtype))
+                if len(pending) >= 2 * workers:
+                    write_oldest()
+            while pending:
+                write_oldest()
+        if n_docs == 0:
+            raise PipelineError(f"{raw}: contains no documents")
+        os.replace(tmp_idx, tokens.index_path(output))
+        os.replace(tmp_bin, output)
+    finally:
+        executor.close()
+        tmp_bin.unlink(missing_ok=True)
+        tmp_idx.unlink(missing_ok=True)
+    metadata = {
+        "format": tokens.FORMAT,
+        "source": str(raw),
+        "dtype": params.dtype,
+        "vocab_size": vocab_size,
+        "eos_id": eos_id,
+        "tokenizer_sha256": file_sha256(model),
+        "n_tokens": n_tokens,
+        "n_docs": n_docs,
+        "n_bytes": n_bytes,
+        "index": {"file": tokens.index_path(output).name, "dtype": tokens.INDEX_DTYPE.descr},
+        "pile_set_names": list(set_ids),
+        "per_set": {name: dict(counts) for name, counts in per_set.items()},
+        "bad_records": dict(bad_records),
+    }
+    progress.write_json_atomic(tokens.metadata_path(output), metadata)
+    return {**metadata, "seconds": time.monotonic() - started, "workers": workers}
+
+
+def run_stage(p: Params, key: str) -> None:
+    """The pretokenize@KEY stage: token array, index and metadata, then a summary."""
+    raw, output = p.data.raw_path(key), p.data.tokens_path(key)
+    meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize)
+    seconds = meta["seconds"]
+    skipped = sum(meta["bad_records"].values())
+    progress.summary(f"pretokenize@{key}", {
+        "from": raw,
+        "to": f"{output} ({meta['dtype']}), {tokens.index_path(output).name}, {tokens.metadata_path(output).name}",
+        "documents": f"{meta['n_docs']:,}" + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else ""),
+        "tokens": f"{meta['n_tokens']:,} ({meta['n_tokens'] / max(meta['n_bytes'], 1):.3f} per byte of text)",
+        "speed": f"{meta['n_bytes'] / max(seconds, 1e-9) / 1e6:.2f} MB/s of text with {meta['workers']} "
+                 f"workers ({seconds:.1f} s)",
+    })

@@ -1,0 +1,62 @@
+"""The on-disk token format: a bare array, its metadata, and a per-document index.
+
+`00.bin` is the little-endian token stream, every document followed by the separator (eos), so
+`np.memmap(path, dtype=np.uint16, mode="r")` reads it as nanoGPT's loader does. `00.json` says
+what the array is (dtype, vocabulary, tokenizer hash, counts); `00.idx` holds one INDEX_DTYPE
+record per document: where its tokens start, its UTF-8 length and its pile_set_name id.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+FORMAT = "pile-gpt tokens v1"
+INDEX_DTYPE = np.dtype([("token_offset", "<u8"), ("n_bytes", "<u8"), ("set_id", "<u4")])
+DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+
+
+def metadata_path(bin_path: Path) -> Path:
+    return Path(bin_path).with_suffix(".json")
+
+
+def index_path(bin_path: Path) -> Path:
+    return Path(bin_path).with_suffix(".idx")
+
+
+def check_dtype_fits(vocab_size: int, dtype: str, model: Path) -> None:
+    """Refuse, before any work, a vocabulary whose largest id would wrap around in `dtype`."""
+    limit = np.iinfo(DTYPES[dtype]).max + 1
+    if vocab_size > limit:
+        raise PipelineError(f"{model}: {vocab_size:,} pieces do not fit {dtype} (at most {limit:,}); "
+                            "set pretokenize.dtype: uint32")
+
+
+def read_metadata(bin_path: Path) -> dict[str, Any]:
+    path = metadata_path(bin_path)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run `dvc repro pretokenize` to rebuild the token arrays") from None
+    except ValueError as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise PipelineError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; rerun pretokenize")
+    return meta
+
+
+def open_tokens(bin_path: Path) -> np.memmap:
+    """The token array, memory-mapped read-only, with the dtype its metadata states."""
+    meta = read_metadata(bin_path)
+    tokens = np.memmap(bin_path, dtype=DTYPES[meta["dtype"]], mode="r")
+    if len(tokens) != meta["n_tokens"]:
+        raise PipelineError(f"{bin_path}: holds {len(tokens):,} tokens, its metadata says "
+                            f"{meta['n_tokens']:,}; the file is damaged, rerun pretokenize")
+    return tokens
+
+
+def open_index(bin_path: Path) -> np.ndarray:
+    return np.fromfile(index_path(bin_path), dtype=INDEX_DTYPE)

@@ -1,0 +1,16 @@
+"""DVC stage corpus@KEY: a seeded sample of one train shard's text lines for the tokenizer."""
+
+import argparse
+
+from pipeline import cli, params, corpus
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("key", help="a key of data.shards in params.yaml, e.g. 00 or val")
+    args = ap.parse_args()
+    corpus.run_stage(params.load(), args.key)
+
+
+if __name__ == "__main__":
+    cli.run(main)

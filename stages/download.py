@@ -1,0 +1,16 @@
+"""DVC stage download@KEY: fetch one shard from data.source into data/raw/, resumable and verified."""
+
+import argparse
+
+from pipeline import cli, params, download
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("key", help="a key of data.shards in params.yaml, e.g. 00 or val")
+    args = ap.parse_args()
+    download.run_stage(params.load(), args.key)
+
+
+if __name__ == "__main__":
+    cli.run(main)
