@@ -248,9 +248,6 @@ def _check_tokenizer(p: Params, fail) -> None:
     if vocab_size > limit:
         raise fail("tokenizer.vocab_size", f"{vocab_size} pieces do not fit {p.pretokenize.dtype} "
                    f"(at most {limit}); set pretokenize.dtype: uint32")
-    if flags.get("eos_id", -1) == -1:
-        raise fail("tokenizer.eos_id", "is -1: pretokenize needs the eos piece as the document separator, "
-                   "or documents bleed into each other; set eos_id (and eos_piece) to a free id")
     sentence_size = flags.get("input_sentence_size", 0)
     if sentence_size and sentence_size < p.corpus.max_lines:
         raise fail("tokenizer.input_sentence_size", f"{sentence_size} is below corpus.max_lines "

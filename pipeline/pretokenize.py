@@ -118,8 +118,8 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
     vocab_size, eos_id = processor.get_piece_size(), processor.eos_id()
     tokens.check_dtype_fits(vocab_size, params.dtype, model)
     if eos_id < 0:
-        raise PipelineError(f"{model}: the tokenizer has no eos piece to separate documents; "
-                            "set tokenizer.eos_id and retrain")
+        raise PipelineError(f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
+                            "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun")
     reader = ShardReader(raw)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp_bin, tmp_idx = output.with_name(output.name + ".tmp"), tokens.index_path(output).with_name(

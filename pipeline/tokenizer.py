@@ -86,7 +86,7 @@ def train(inputs: list[Path], model_prefix: Path, flags: dict[str, Any]) -> None
     tmp_prefix = model_prefix.with_name(model_prefix.name + ".tmp")
     try:
         spm.SentencePieceTrainer.train(input=",".join(map(str, inputs)), model_prefix=str(tmp_prefix), **flags)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, ValueError) as exc:
         raise PipelineError(f"tokenizer: SentencePiece training failed: {exc}") from None
     finally:
         if not Path(f"{tmp_prefix}.model").exists():

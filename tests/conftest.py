@@ -1,0 +1,146 @@
+"""Shared fixtures: real files, a real SentencePiece model, a real HTTP server on 127.0.0.1."""
+
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pipeline import tokenizer
+from pipeline.jsonl import ShardReader, parse_record
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "sample"
+LOSSLESS_FLAGS = {
+    "model_type": "bpe", "vocab_size": 1000, "pad_id": 0, "unk_id": 1, "bos_id": -1, "eos_id": 2,
+    "pad_piece": "[PAD]", "unk_piece": "[UNK]", "eos_piece": "<|endoftext|>", "input_sentence_size": 0,
+    "max_sentence_length": 4192, "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False, "byte_fallback": True, "num_threads": 2,
+}
+
+
+def write_shard(path: Path, records=(), raw_lines: list[bytes] | None = None, frames: int = 1) -> Path:
+    """A .jsonl.zst file from records (dicts) or raw lines, split over `frames` zstd frames."""
+    lines = raw_lines if raw_lines is not None else [json.dumps(r).encode() for r in records]
+    data = b"".join(line + b"\n" for line in lines)
+    step = -(-len(data) // frames) or 1
+    compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(compressor.compress(data[i:i + step]) for i in range(0, max(len(data), 1), step)))
+    return path
+
+
+def doc(text: str, set_name: str = "Test set") -> dict:
+    return {"text": text, "meta": {"pile_set_name": set_name}}
+
+
+def sample_documents(name: str) -> list[str]:
+    """Every document text of a sample shard, e.g. `val` or `train/00`."""
+    reader = ShardReader(SAMPLE / f"{name}.jsonl.zst")
+    return [parse_record(line, number).text for number, line in reader.lines()]
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """A lossless 1,000-piece BPE model trained on the sample's val text (a few seconds)."""
+    work = tmp_path_factory.mktemp("tokenizer")
+    corpus = work / "corpus.txt"
+    corpus.write_text("\n".join(line for text in sample_documents("val") for line in text.split("\n") if line) + "\n")
+    tokenizer.train([corpus], work / "spm", LOSSLESS_FLAGS)
+    return work / "spm.model"
+
+
+@dataclass
+class Behaviour:
+    """How the test server answers; tests change it, then read what it saw."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    range_support: bool = True
+    drop_after: int | None = None       # close the first full-body response after this many bytes
+    fail_statuses: list[int] = field(default_factory=list)  # answered, in order, before any success
+    retry_after: str | None = None
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    requests: list[dict] = field(default_factory=list)  # (path, headers) of every request seen
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        b: Behaviour = self.server.behaviour
+        b.requests.append({"path": self.path, "headers": dict(self.headers)})
+        if self.path in b.redirects:
+            self.send_response(302)
+            self.send_header("Location", b.redirects[self.path])
+            for name, value in b.extra_headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if b.fail_statuses:
+            status = b.fail_statuses.pop(0)
+            self.send_response(status)
+            if b.retry_after:
+                self.send_header("Retry-After", b.retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        range_header = self.headers.get("Range")
+        if b.range_support and range_header and range_header.startswith("bytes="):
+            start = int(range_header[6:].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        payload = body[start:]
+        if b.drop_after is not None:
+            cut, b.drop_after = b.drop_after, None
+            self.wfile.write(payload[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP/1.1 server on 127.0.0.1 with a Behaviour to script it; yields (base URL, behaviour)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.behaviour = Behaviour()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server.behaviour
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def child_env() -> dict:
+    """Environment for subprocesses: this interpreter's bin first, so `python` and `dvc` are ours."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PILE_GPT_PROGRESS"] = "0"
+    return env

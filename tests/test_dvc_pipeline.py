@@ -1,0 +1,138 @@
+"""The pipeline through the real `dvc`, on a copy of this repository and its embedded sample."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from pipeline import params as params_module
+from tests.conftest import REPO, child_env, sample_documents
+from tests.test_pretokenize import documents_from_array
+
+SHARDS = {"00": "train/00", "01": "train/01", "val": "val", "test": "test"}
+
+
+def run(cwd, *command, check=True):
+    result = subprocess.run(command, cwd=cwd, env=child_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stages_run(result) -> set[str]:
+    """Stages DVC ran (or restored from its run-cache), from its own output."""
+    text = result.stdout + result.stderr
+    return set(re.findall(r"Running stage '([^']+)'", text)) | set(re.findall(r"Stage '([^']+)' is cached", text))
+
+
+def fresh_copy(destination):
+    """The repository's files as a new git repository, like a clean clone."""
+    files = run(REPO, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvc.lock")):
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    run(destination, "git", "init", "-q")
+    run(destination, "git", "add", "-A")
+    run(destination, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+    return destination
+
+
+def edit_params(repo, edit):
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    edit(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A copy of the repository after one full `dvc repro` on the sample."""
+    repo = fresh_copy(tmp_path_factory.mktemp("built"))
+    result = run(repo, "dvc", "repro")
+    assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
+        f"pretokenize@{k}" for k in SHARDS}
+    return repo
+
+
+def copy_of(built, tmp_path):
+    shutil.copytree(built, tmp_path / "repo", symlinks=True)
+    return tmp_path / "repo"
+
+
+def test_repro_on_the_sample_builds_arrays_that_decode_to_the_documents(built):
+    model = built / "data/tokenizer/spm.model"
+    for key, path in SHARDS.items():
+        texts, _, meta = documents_from_array(built / f"data/tokens/{path}.bin", model)
+        assert texts == sample_documents(path), key
+        assert meta["vocab_size"] == yaml.safe_load((built / "params.yaml").read_text())["tokenizer"]["vocab_size"]
+    assert (built / "data/raw/train/00.jsonl.zst").read_bytes() == (REPO / "data/sample/train/00.jsonl.zst").read_bytes()
+    lock = yaml.safe_load((built / "dvc.lock").read_text())
+    assert set(lock["stages"]) >= {"tokenizer", "pretokenize@val", "corpus@00"}
+
+
+def test_second_repro_runs_nothing(built):
+    result = run(built, "dvc", "repro")
+    assert stages_run(result) == set()
+    assert "Data and pipelines are up to date" in result.stdout
+    assert "up to date" in run(built, "dvc", "status").stdout
+
+
+def test_vocab_change_reruns_tokenizer_and_pretokenize_only(built, tmp_path):
+    repo = copy_of(built, tmp_path)
+    edit_params(repo, lambda raw: raw["tokenizer"].update(vocab_size=4000))
+    status = run(repo, "dvc", "status").stdout
+    assert "tokenizer:" in status and "download@" not in status and "corpus@" not in status
+    assert stages_run(run(repo, "dvc", "repro")) == {"tokenizer"} | {f"pretokenize@{k}" for k in SHARDS}
+    assert params_module.load(repo / "params.yaml").tokenizer["vocab_size"] == 4000
+
+
+def test_settings_that_do_not_change_outputs_rerun_nothing(built, tmp_path):
+    repo = copy_of(built, tmp_path)
+    edit_params(repo, lambda raw: raw["pretokenize"].update(workers=1, batch_bytes=1000))
+    edit_params(repo, lambda raw: raw["download"].update(retries=2))
+    assert stages_run(run(repo, "dvc", "repro")) == set()
+
+
+def test_one_shard_stage_reruns_alone_and_reproduces_its_output(built, tmp_path):
+    repo = copy_of(built, tmp_path)
+    before = (repo / "dvc.lock").read_text()
+    result = run(repo, "dvc", "repro", "--force", "--single-item", "pretokenize@val")
+    assert stages_run(result) == {"pretokenize@val"}
+    assert (repo / "dvc.lock").read_text() == before  # same bytes, same hashes
+
+
+def test_corrupt_mirror_file_fails_with_its_name_and_leaves_no_output(built, tmp_path):
+    repo = copy_of(built, tmp_path)
+    sample = repo / "data/sample/val.jsonl.zst"
+    sample.write_bytes(sample.read_bytes()[:-2000])
+    result = run(repo, "dvc", "repro", "--force", "download@val", check=False)  # the mirror is no dependency
+    assert result.returncode != 0 and "val.jsonl.zst: sha256 mismatch" in result.stderr
+    assert "Traceback" not in result.stderr and not (repo / "data/raw/val.jsonl.zst").exists()
+    edit_params(repo, lambda raw: raw["data"]["shards"]["val"].update(sha256=None))
+    result = run(repo, "dvc", "repro", "pretokenize@val", check=False)
+    assert result.returncode != 0 and "data/raw/val.jsonl.zst: truncated" in result.stderr
+    assert not (repo / "data/tokens/val.bin").exists() and not list((repo / "data/tokens").glob("val.*"))
+
+
+def test_stage_given_a_wrong_key_says_so_without_a_traceback(built):
+    result = run(built, "python", "stages/pretokenize.py", "nope", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: params.yaml: data.shards has no entry 'nope'")
+
+
+def test_pile_preset_plan_lists_every_stage_without_the_network(tmp_path):
+    """`dvc status` shows all 67 stages as to be run; `dvc repro --dry` stops after the downloads,
+    whose outputs later stages need to exist (treeverse/dvc#9021), so both are checked."""
+    repo = fresh_copy(tmp_path)
+    shutil.copy(repo / "presets/pile.yaml", repo / "params.yaml")
+    keys = [f"{i:02d}" for i in range(30)] + ["val", "test"]
+    every = ({f"download@{k}" for k in keys} | {"corpus@11", "corpus@22", "tokenizer"}
+             | {f"pretokenize@{k}" for k in keys})
+    status = run(repo, "dvc", "status").stdout
+    assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == every
+    dry = run(repo, "dvc", "repro", "--dry", "--ignore-errors")
+    assert stages_run(dry) == {f"download@{k}" for k in keys}
+    assert not (repo / "data/raw").exists()

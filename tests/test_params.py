@@ -1,0 +1,108 @@
+"""params.yaml: typed, validated at start-up, with messages that name the key."""
+
+import pytest
+import yaml
+
+from pipeline import params, tokenizer
+from pipeline.errors import PipelineError
+from tests.conftest import REPO
+
+ORIGINAL_COMMAND = ("spm_train --input tokenizer.train.text --vocab_size 50000 --model_prefix 50000 "
+                    "--model_type bpe --pad_id=0 --unk_id=1 --bos_id=-1 --eos_id=-1 --pad_piece=[PAD] "
+                    "--unk_piece=[UNK] --input_sentence_size=100000000")
+
+
+def load_with(tmp_path, edit) -> params.Params:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return params.load(path)
+
+
+def expect_error(tmp_path, edit, *fragments):
+    with pytest.raises(PipelineError) as info:
+        load_with(tmp_path, edit)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "presets/pile.yaml", "presets/pile-original.yaml"])
+def test_sample_params_and_presets_load(name):
+    p = params.load(REPO / name)
+    assert p.corpus.shards and all(p.data.shards[key].split == "train" for key in p.corpus.shards)
+    assert {"val", "test"} <= set(p.data.shards)
+
+
+def test_pile_presets_hold_every_original_file_and_the_published_checksums():
+    published = {line.split("\t")[0]: line.split("\t")[2]
+                 for line in (REPO.parent / "shared" / "pile-sha256.tsv").read_text().splitlines()[1:]
+                 if line} if (REPO.parent / "shared").exists() else None
+    for name in ("pile.yaml", "pile-original.yaml"):
+        p = params.load(REPO / "presets" / name)
+        assert sorted(s.path for s in p.data.shards.values()) == sorted(
+            [f"train/{i:02d}" for i in range(30)] + ["val", "test"])
+        assert p.corpus.shards == ("11", "22") and p.tokenizer["vocab_size"] == 50000
+    original = params.load(REPO / "presets" / "pile-original.yaml")
+    assert all(s.sha256 for s in original.data.shards.values())
+    if published:
+        assert {s.path + ".jsonl.zst": s.sha256 for s in original.data.shards.values()} == published
+
+
+def test_unknown_key_is_named(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["corpus"].update(max_line=5), "corpus.max_line: unknown key")
+    expect_error(tmp_path, lambda raw: raw.update(trian={}), "trian: unknown key")
+    expect_error(tmp_path, lambda raw: raw["tokenizer"].update(vocab_sise=5),
+                 "tokenizer.vocab_sise", "not a SentencePiece")
+
+
+def test_wrong_value_is_named(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["pretokenize"].update(dtype="int8"), "pretokenize.dtype", "'int8'")
+    expect_error(tmp_path, lambda raw: raw["pretokenize"].update(workers="two"), "pretokenize.workers: expected int")
+    expect_error(tmp_path, lambda raw: raw["download"].update(retries=True), "download.retries: expected int")
+    expect_error(tmp_path, lambda raw: raw["corpus"].update(shards=["val"]), "corpus.shards[0]", "not a train shard")
+    expect_error(tmp_path, lambda raw: raw["data"].update(source="ftp://x"), "data.source", "only file://")
+    expect_error(tmp_path, lambda raw: raw["data"]["shards"]["00"].update(sha256="abc"), "data.shards.00.sha256")
+
+
+@pytest.mark.parametrize("path", ["../x", "train/../../etc/passwd", "/etc/passwd", "train/0 0", "a/b/c"])
+def test_shard_path_that_is_not_a_plain_name_is_refused(tmp_path, path):
+    expect_error(tmp_path, lambda raw: raw["data"]["shards"].update(evil={"path": path}), "data.shards.evil")
+
+
+def test_vocabulary_that_overflows_uint16_is_refused_before_any_work(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["tokenizer"].update(vocab_size=70000),
+                 "tokenizer.vocab_size", "uint16", "pretokenize.dtype: uint32")
+
+    def to_uint32(raw):
+        raw["tokenizer"]["vocab_size"] = 70000
+        raw["pretokenize"]["dtype"] = "uint32"
+    assert load_with(tmp_path, to_uint32).pretokenize.dtype == "uint32"
+
+
+def test_sentencepiece_sampling_below_the_corpus_size_is_refused(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["tokenizer"].update(input_sentence_size=1000),
+                 "tokenizer.input_sentence_size", "not reproducible")
+
+
+def test_paths_the_pipeline_owns_cannot_be_set(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["tokenizer"].update(model_prefix="/tmp/x"), "tokenizer.model_prefix")
+
+
+def test_original_spm_train_command_is_expressible_in_params(tmp_path):
+    """Every flag of the seed's command goes into `tokenizer:` verbatim and renders back the same."""
+    flags = {}
+    for arg in ORIGINAL_COMMAND.replace("--input tokenizer.train.text ", "").replace(
+            "--vocab_size 50000", "--vocab_size=50000").replace("--model_prefix 50000 ", "").replace(
+            "--model_type bpe", "--model_type=bpe").split()[1:]:
+        name, value = arg[2:].split("=")
+        flags[name] = int(value) if value.lstrip("-").isdigit() else value
+
+    def original(raw):
+        raw["tokenizer"] = dict(flags, max_sentence_length=4192)
+        raw["corpus"]["max_lines"] = 100_000_000
+    p = load_with(tmp_path, original)
+    rendered = tokenizer.command_line({k: v for k, v in p.tokenizer.items() if k != "max_sentence_length"},
+                                      "tokenizer.train.text", "50000")
+    assert sorted(rendered.split()[1:]) == sorted(
+        f"--{k}={v}" for k, v in {"input": "tokenizer.train.text", "model_prefix": "50000", **flags}.items())
