@@ -27,6 +27,7 @@ ZSTD_LEVEL = 19
 OUT_DIR = Path(__file__).resolve().parent
 
 # (pile_set_name, predicate on the path inside the sdist, below the top folder)
+LICENSE_FILES = ("LICENSE", "LICENSE.python")  # Django's licence, and the one for code it took from Python
 SOURCES = [
     ("Django docs", lambda p: p.startswith("docs/") and p.endswith(".txt")),
     ("Django code", lambda p: p.startswith("django/") and p.endswith(".py")),
@@ -63,6 +64,10 @@ def read_documents(sdist: Path) -> dict[str, list[tuple[str, dict]]]:
             if not member.isfile():
                 continue
             path = member.name.split("/", 1)[1]
+            if path in LICENSE_FILES:
+                (OUT_DIR / "LICENSES").mkdir(exist_ok=True)
+                (OUT_DIR / "LICENSES" / f"Django-{path}").write_bytes(tar.extractfile(member).read())
+                continue
             label = next((name for name, wanted in SOURCES if wanted(path)), None)
             if label is None:
                 continue
