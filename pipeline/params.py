@@ -114,6 +114,95 @@ class PretokenizeParams:
     """Text per batch sent to a worker: large enough to amortise the hand-off, small for memory."""
 
 
+@dataclass(frozen=True)
+class ModelParams:
+    """The GPT's shape (pipeline/model.py documents each field); vocab_size comes from the tokenizer."""
+
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    vocab_multiple: int = 64
+
+
+@dataclass(frozen=True)
+class WandbParams:
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    """offline writes ./wandb/offline-run-* for a later `wandb sync`; online needs WANDB_API_KEY."""
+    project: str = "pile-gpt"
+    """W&B project name."""
+    entity: str | None = None
+    """W&B team or user; None uses the key's default."""
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seed: int = 1337
+    """Seeds the weights and the order of training windows."""
+    batch_size: int = 16
+    """Sequences per device per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step; one step sees batch_size x grad_accum x devices sequences."""
+    max_steps: int = 1000
+    """Optimizer steps to train for; raising it later resumes and continues the same run."""
+    lr: float = 1e-3
+    """Peak learning rate, reached at the end of warm-up."""
+    min_lr: float = 1e-4
+    """Learning rate at and after the end of the cosine decay."""
+    warmup_steps: int = 100
+    """Steps of linear warm-up from 0 to lr."""
+    decay_steps: int = 1000
+    """Step at which the cosine reaches min_lr; kept in params so a resume cannot change the schedule."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices; biases and LayerNorm gains get none."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    """32-true on CPU (bf16 is ~9x slower there); bf16-mixed on GPUs that have it."""
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    """Lightning accelerator."""
+    devices: int = 1
+    """Devices per node; -1 uses every visible one."""
+    num_nodes: int = 1
+    """Machines; launch with torchrun or SLURM's srun (README)."""
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed_stage_2"] = "auto"
+    """Lightning strategy; deepspeed_stage_2 needs the `deepspeed` extra."""
+    compile: bool = False
+    """torch.compile the model in place (checkpoint keys stay loadable)."""
+    val_check_interval: int = 100
+    """Validate every this many optimizer steps."""
+    val_windows: int = 64
+    """Validation windows read from val.bin, the same fixed set every time."""
+    checkpoint_every: int = 100
+    """Write the `last` checkpoint every this many steps (and keep the best by validation loss)."""
+    log_every: int = 10
+    """Log loss, learning rate, tokens/s and MFU every this many steps."""
+    resume: Literal["auto", "never"] = "auto"
+    """auto: continue from data/model/checkpoints/last.ckpt when it belongs to these params."""
+    num_threads: int = 0
+    """torch CPU threads; 0 leaves torch's default."""
+    num_workers: int = 1
+    """DataLoader worker processes."""
+    peak_flops: float | None = None
+    """Peak FLOP/s of one device for MFU; None looks the GPU up in a table (no MFU on CPU)."""
+    wandb: WandbParams = WandbParams()
+    """Weights & Biases logging."""
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 16
+    """Windows of block_size tokens per forward pass."""
+    splits: tuple[str, ...] = ("val", "test")
+    """Shard keys evaluated in full (loss, perplexity, bits per byte, per pile_set_name)."""
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -126,6 +215,9 @@ class Params:
     tokenizer: dict[str, Any]
     """SentencePiece trainer flags under their own names, passed through verbatim."""
     pretokenize: PretokenizeParams
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @property
     def max_sentence_length(self) -> int:
@@ -232,6 +324,40 @@ def _check(p: Params, file: str) -> None:
         raise fail("pretokenize.workers", "must be 0 (every usable core) or more")
     if p.pretokenize.batch_bytes < 1:
         raise fail("pretokenize.batch_bytes", "must be positive")
+    _check_training(p, fail)
+
+
+def _check_training(p: Params, fail) -> None:
+    m, t = p.model, p.train
+    for name in ("block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
+        if getattr(m, name) < 1:
+            raise fail(f"model.{name}", "must be at least 1")
+    if m.n_embd % m.n_head:
+        raise fail("model.n_embd", f"{m.n_embd} is not a multiple of model.n_head ({m.n_head})")
+    if not 0 <= m.dropout < 1:
+        raise fail("model.dropout", "must be in [0, 1)")
+    for name in ("batch_size", "grad_accum", "max_steps", "val_check_interval", "val_windows",
+                 "checkpoint_every", "log_every", "num_nodes"):
+        if getattr(t, name) < 1:
+            raise fail(f"train.{name}", "must be at least 1")
+    if t.devices == 0 or t.devices < -1:
+        raise fail("train.devices", "must be a positive count, or -1 for every visible device")
+    if not 0 <= t.min_lr <= t.lr:
+        raise fail("train.min_lr", f"must be between 0 and train.lr ({t.lr})")
+    if not 0 <= t.warmup_steps <= t.decay_steps:
+        raise fail("train.warmup_steps", f"must be between 0 and train.decay_steps ({t.decay_steps})")
+    if t.num_workers < 0 or t.num_threads < 0:
+        raise fail("train.num_workers", "must not be negative")
+    train_keys = [key for key, shard in p.data.shards.items() if shard.split == "train"]
+    if not train_keys:
+        raise fail("data.shards", "has no train shard (a path under train/) to train on")
+    for i, key in enumerate(p.evaluate.splits):
+        if key not in p.data.shards:
+            raise fail(f"evaluate.splits[{i}]", f"{key!r} is not a key of data.shards")
+    if "val" not in p.data.shards:
+        raise fail("data.shards", "has no `val` entry: training validates on it")
+    if p.evaluate.batch_size < 1:
+        raise fail("evaluate.batch_size", "must be at least 1")
 
 
 def _check_tokenizer(p: Params, fail) -> None:

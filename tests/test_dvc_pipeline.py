@@ -47,13 +47,23 @@ def edit_params(repo, edit):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+def tiny_training(raw):
+    """The sample's data stages as they are, and a model small enough for a test."""
+    raw["model"].update(block_size=32, n_layer=1, n_head=2, n_embd=32)
+    raw["train"].update(max_steps=6, warmup_steps=2, decay_steps=12, val_check_interval=3, val_windows=8,
+                        checkpoint_every=3, log_every=1, num_workers=0)
+    raw["evaluate"].update(batch_size=64)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A copy of the repository after one full `dvc repro` on the sample."""
+    """A copy of the repository after one full `dvc repro` on the sample (with a tiny model)."""
     repo = fresh_copy(tmp_path_factory.mktemp("built"))
+    edit_params(repo, tiny_training)
+    run(repo, "git", "commit", "-qam", "tiny model")
     result = run(repo, "dvc", "repro")
     assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
-        f"pretokenize@{k}" for k in SHARDS}
+        f"pretokenize@{k}" for k in SHARDS} | {"train", "evaluate"}
     return repo
 
 
@@ -85,8 +95,33 @@ def test_vocab_change_reruns_tokenizer_and_pretokenize_only(built, tmp_path):
     edit_params(repo, lambda raw: raw["tokenizer"].update(vocab_size=4000))
     status = run(repo, "dvc", "status").stdout
     assert "tokenizer:" in status and "download@" not in status and "corpus@" not in status
-    assert stages_run(run(repo, "dvc", "repro")) == {"tokenizer"} | {f"pretokenize@{k}" for k in SHARDS}
+    assert stages_run(run(repo, "dvc", "repro")) == {"tokenizer", "train", "evaluate"} | {
+        f"pretokenize@{k}" for k in SHARDS}
     assert params_module.load(repo / "params.yaml").tokenizer["vocab_size"] == 4000
+
+
+def test_training_logs_to_both_loggers_and_evaluation_reaches_dvc_metrics(built):
+    metrics = run(built, "dvc", "metrics", "show", "--json").stdout
+    assert '"bpb"' in metrics and '"train/loss"' in metrics
+    assert (built / "metrics/train/plots/metrics/train/loss.tsv").exists()
+    assert list((built / "wandb").glob("offline-run-*"))
+    evaluation = yaml.safe_load((built / "metrics/eval.json").read_text())
+    assert set(evaluation) == {"val", "test"} and 0 < evaluation["test"]["bpb"] < 20
+    assert set(evaluation["val"]["per_set"]) == {"Django docs", "Django code", "Django translations"}
+
+
+def test_more_training_steps_rerun_train_and_evaluate_only_and_continue_the_run(built, tmp_path):
+    repo = copy_of(built, tmp_path)
+    edit_params(repo, lambda raw: raw["train"].update(max_steps=9))
+    result = run(repo, "dvc", "repro")
+    assert stages_run(result) == {"train", "evaluate"}
+    assert "resumed from data/model/checkpoints/last.ckpt" in result.stdout
+
+
+def test_sample_prints_a_continuation_of_the_prompt(built):
+    args = ["python", "stages/sample.py", "--prompt", "def ", "--max-new-tokens", "20", "--seed", "3"]
+    first, second = run(built, *args).stdout, run(built, *args).stdout
+    assert first == second and first.startswith("def ") and len(first) > len("def ")
 
 
 def test_settings_that_do_not_change_outputs_rerun_nothing(built, tmp_path):

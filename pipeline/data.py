@@ -1,0 +1,187 @@
+"""Training and validation windows over the token arrays, as a LightningDataModule.
+
+Every train array is cut into windows of block_size + 1 tokens (consecutive windows share one
+token). The k-th sample of the run, counting from 0 over all devices and steps, is window
+`permute(k mod N)` of epoch k // N: a seeded bijection computed on demand (a Feistel network), so
+nothing of size N is ever built, and
+
+- a resumed run starts at sample global_step * samples_per_step: no batch is replayed or skipped;
+- rank r of W reads samples [base + r*B, base + (r+1)*B) of each micro-step: disjoint across ranks,
+  and the same samples per step for 1 device x 2B as for 2 devices x B;
+- within an epoch, no window repeats.
+
+Arrays are memory-mapped lazily in each DataLoader worker and never read whole.
+"""
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline import tokens
+from pipeline.errors import PipelineError
+
+MASK64 = (1 << 64) - 1
+
+
+def _mix(values: np.ndarray, key: int) -> np.ndarray:
+    """splitmix64's finaliser over uint64 values, keyed: a cheap, well-spread round function."""
+    with np.errstate(over="ignore"):
+        z = values + np.uint64(key & MASK64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=8)
+def _round_keys(seed: int, epoch: int, rounds: int = 6) -> list[int]:
+    digest = hashlib.sha256(f"pile-gpt windows {seed} {epoch}".encode()).digest()
+    return [int.from_bytes(digest[4 * i: 4 * i + 4] + digest[24 + i: 28 + i], "little") for i in range(rounds)]
+
+
+def permute(positions: np.ndarray, n: int, seed: int, epoch: int) -> np.ndarray:
+    """A seeded permutation of range(n), evaluated at `positions`; a different one each epoch."""
+    half_bits = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    half_mask = np.uint64((1 << half_bits) - 1)
+    keys = _round_keys(seed, epoch)
+    out = np.asarray(positions, dtype=np.uint64).copy()
+    todo = np.ones(out.shape, dtype=bool)
+    while todo.any():  # cycle-walking: re-encrypt values that land outside [0, n); fewer than 4 rounds expected
+        left, right = out[todo] >> np.uint64(half_bits), out[todo] & half_mask
+        for key in keys:
+            left, right = right, left ^ (_mix(right, key) & half_mask)
+        out[todo] = (left << np.uint64(half_bits)) | right
+        todo = out >= np.uint64(n)
+    return out.astype(np.int64)
+
+
+def check_arrays(paths: list[Path], model: Path, vocab_size: int) -> list[dict]:
+    """Refuse arrays made by another tokenizer, naming the file; return their metadata."""
+    sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    metas = []
+    for path in paths:
+        meta = tokens.read_metadata(path)
+        if meta["tokenizer_sha256"] != sha or meta["vocab_size"] != vocab_size:
+            raise PipelineError(
+                f"{path}: made with another tokenizer (sha256 {meta['tokenizer_sha256'][:12]}..., "
+                f"{meta['vocab_size']} pieces; current {model}: {sha[:12]}..., {vocab_size} pieces); "
+                "rerun `dvc repro pretokenize`")
+        if meta["dtype"] not in tokens.DTYPES:
+            raise PipelineError(f"{path}: unknown dtype {meta['dtype']!r}")
+        if meta["n_tokens"] < 2:
+            raise PipelineError(f"{path}: holds {meta['n_tokens']} tokens, too few for one training window")
+        metas.append(meta)
+    return metas
+
+
+class Windows(Dataset):
+    """Window w of the concatenated arrays -> (x, y), each (block_size,) int64, y shifted by one."""
+
+    def __init__(self, paths: list[Path], block_size: int):
+        self.paths = [Path(p) for p in paths]
+        self.block_size = block_size
+        lengths = [tokens.read_metadata(p)["n_tokens"] for p in self.paths]
+        per_file = np.array([max(0, (n - 1) // block_size) for n in lengths], dtype=np.int64)
+        if per_file.sum() == 0:
+            raise PipelineError(f"{', '.join(map(str, self.paths))}: fewer tokens than one window of "
+                                f"{block_size + 1}; lower model.block_size")
+        self.starts = np.concatenate(([0], np.cumsum(per_file)))
+        self._arrays: list[np.memmap] | None = None  # opened in the worker that first reads
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def window(self, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._arrays is None:
+            self._arrays = [tokens.open_tokens(p) for p in self.paths]
+        f = int(np.searchsorted(self.starts, w, side="right") - 1)
+        offset = (w - int(self.starts[f])) * self.block_size
+        chunk = torch.from_numpy(self._arrays[f][offset: offset + self.block_size + 1].astype(np.int64))
+        return chunk[:-1], chunk[1:]
+
+    __getitem__ = window
+
+
+class ShuffledWindows(Dataset):
+    """Sample k of the run -> its window, through the seeded per-epoch permutation."""
+
+    def __init__(self, windows: Windows, seed: int):
+        self.windows, self.seed = windows, seed
+
+    def windows_of(self, ks: list[int]) -> list[int]:
+        n = len(self.windows)
+        ks = np.asarray(ks, dtype=np.int64)
+        out = np.empty_like(ks)
+        for epoch in np.unique(ks // n):  # a batch may straddle two epochs
+            mine = ks // n == epoch
+            out[mine] = permute(ks[mine] % n, n, self.seed, int(epoch))
+        return out.tolist()
+
+    def __getitems__(self, ks: list[int]):
+        """A whole batch at once (DataLoader calls this when it exists): one vectorised permutation."""
+        return [self.windows[w] for w in self.windows_of(ks)]
+
+    def __getitem__(self, k: int):
+        return self.__getitems__([k])[0]
+
+
+class TrainBatches(Sampler):
+    """This rank's micro-batches of global sample indices, endless, from `start`."""
+
+    def __init__(self, start: int, batch_size: int, rank: int, world_size: int):
+        self.start, self.batch_size, self.rank, self.world_size = start, batch_size, rank, world_size
+
+    def __iter__(self):
+        base = self.start + self.rank * self.batch_size
+        while True:
+            yield list(range(base, base + self.batch_size))
+            base += self.batch_size * self.world_size
+
+
+class ValBatches(Sampler):
+    """A fixed set of windows spread evenly over the validation array, dealt out to the ranks."""
+
+    def __init__(self, n_windows: int, count: int, batch_size: int, rank: int, world_size: int):
+        chosen = np.linspace(0, n_windows - 1, num=min(count, n_windows)).round().astype(np.int64)
+        mine = chosen[rank::world_size].tolist()
+        self.batches = [mine[i: i + batch_size] for i in range(0, len(mine), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class TokenDataModule(pl.LightningDataModule):
+    """Train windows from every train array, validation windows from val.bin, resumable by step."""
+
+    def __init__(self, train_paths: list[Path], val_path: Path, model: Path, vocab_size: int, block_size: int,
+                 batch_size: int, grad_accum: int, seed: int, val_windows: int, num_workers: int):
+        super().__init__()
+        self.train_paths, self.val_path, self.model = list(train_paths), val_path, model
+        self.vocab_size, self.block_size, self.batch_size = vocab_size, block_size, batch_size
+        self.grad_accum, self.seed, self.val_windows, self.num_workers = grad_accum, seed, val_windows, num_workers
+
+    def setup(self, stage: str | None = None) -> None:
+        check_arrays(self.train_paths + [self.val_path], self.model, self.vocab_size)
+        self.train_set = ShuffledWindows(Windows(self.train_paths, self.block_size), self.seed)
+        self.val_set = Windows([self.val_path], self.block_size)
+
+    def samples_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.trainer.world_size
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step * self.samples_per_step()  # restored from a checkpoint by now
+        sampler = TrainBatches(start, self.batch_size, self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        sampler = ValBatches(len(self.val_set), self.val_windows, self.batch_size,
+                             self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(self.val_set, batch_sampler=sampler, num_workers=0)

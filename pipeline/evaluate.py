@@ -1,0 +1,94 @@
+"""Loss, perplexity and bits per byte on a whole token array, overall and per pile_set_name.
+
+Bits per byte is the Pile paper's tokenizer-independent measure: the summed negative
+log-likelihood of every token, in nats, over the UTF-8 bytes of the documents, divided by ln 2.
+The stream is read as [eos] + tokens in windows of block_size, so every token is predicted exactly
+once (the first from the separator, as if a document had just ended). A token's loss counts for
+the document it belongs to, its trailing separator included; memory holds one float per document.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import progress, tokens
+from pipeline.data import check_arrays
+from pipeline.lit import cross_entropy
+from pipeline.model import GPT
+from pipeline.params import METRICS_DIR, Params
+
+EVAL_METRICS = METRICS_DIR / "eval.json"
+
+
+def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
+    return nll_nats / n_bytes / math.log(2)
+
+
+def summarise(nll: float, n_tokens: int, n_bytes: int) -> dict:
+    loss = nll / n_tokens
+    return {"loss": loss, "perplexity": math.exp(loss), "bpb": bits_per_byte(nll, n_bytes),
+            "tokens": n_tokens, "bytes": n_bytes}
+
+
+@torch.no_grad()
+def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "cpu") -> dict:
+    """Every token of `bin_path` scored once; totals and per-set figures from its document index."""
+    meta, ids, index = tokens.read_metadata(bin_path), tokens.open_tokens(bin_path), tokens.open_index(bin_path)
+    block = model.config.block_size
+    n = len(ids)
+    doc_starts = index["token_offset"].astype(np.int64)
+    doc_nll = np.zeros(len(index), dtype=np.float64)
+    n_windows = math.ceil(n / block)
+    model.eval()
+    with progress.bar(n_windows, f"evaluate {bin_path.name}", unit="window") as pbar:
+        for first in range(0, n_windows, batch_size):
+            windows = range(first, min(first + batch_size, n_windows))
+            width = min(block, n - windows[0] * block)  # the last batch may hold a short window
+            starts = np.array([w * block for w in windows])
+            lengths = np.minimum(n - starts, block)
+            targets = np.zeros((len(starts), width), dtype=np.int64)
+            inputs = np.full((len(starts), width), meta["eos_id"], dtype=np.int64)
+            for row, (start, length) in enumerate(zip(starts, lengths)):
+                targets[row, :length] = ids[start: start + length]
+                inputs[row, 1:length] = ids[start: start + length - 1]
+                if start:
+                    inputs[row, 0] = ids[start - 1]
+            x = torch.from_numpy(inputs).to(device)
+            y = torch.from_numpy(targets).to(device)
+            nll = cross_entropy(model(x), y, reduction="none").view(len(starts), width).double().cpu().numpy()
+            for row, (start, length) in enumerate(zip(starts, lengths)):
+                positions = np.arange(start, start + length)
+                docs = np.searchsorted(doc_starts, positions, side="right") - 1
+                np.add.at(doc_nll, docs, nll[row, :length])
+            pbar.update(len(starts))
+    doc_tokens = np.diff(np.append(doc_starts, n))
+    result = summarise(float(doc_nll.sum()), n, int(index["n_bytes"].sum()))
+    result["per_set"] = {}
+    for set_id, name in enumerate(meta["pile_set_names"]):
+        mine = index["set_id"] == set_id
+        result["per_set"][name] = summarise(float(doc_nll[mine].sum()), int(doc_tokens[mine].sum()),
+                                            int(index["n_bytes"][mine].sum()))
+    return result
+
+
+def run_stage(p: Params) -> None:
+    from pipeline.train import MODEL_DIR
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = GPT.from_pretrained(MODEL_DIR, device=device)
+    paths = {key: p.data.tokens_path(key) for key in p.evaluate.splits}
+    check_arrays(list(paths.values()), MODEL_DIR / "tokenizer.model", model.config.vocab_size)
+    started = time.monotonic()
+    results = {key: evaluate_array(model, path, p.evaluate.batch_size, device) for key, path in paths.items()}
+    progress.write_json_atomic(EVAL_METRICS, results)
+    rows = {}
+    for key, r in results.items():
+        rows[key] = (f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}, {r['bpb']:.4f} bits per byte "
+                     f"({r['tokens']:,} tokens, {r['bytes']:,} bytes)")
+        for name, s in r["per_set"].items():
+            rows[f"  {key}: {name}"] = f"{s['bpb']:.4f} bits per byte ({s['tokens']:,} tokens)"
+    rows["reference"] = "Pile test BPB in the Pile paper: GPT-2 small 1.2253, GPT-3 davinci 0.7177"
+    rows["time"] = f"{time.monotonic() - started:.0f} s on {device}"
+    progress.summary("evaluate", rows)

@@ -1,0 +1,173 @@
+"""A decoder-only GPT, in the spirit of nanoGPT's model.py, with the shapes written in einops.
+
+Pre-LayerNorm blocks, causal self-attention through scaled_dot_product_attention (flash kernels on
+GPU), a GELU MLP, learned positions, input and output embeddings tied, GPT-2 initialisation with
+residual projections scaled by 1/sqrt(2 * n_layer). Knows nothing of Lightning.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int
+    """Pieces in the tokenizer; read from the tokenizer, never typed in params."""
+    block_size: int = 256
+    """Context length in tokens."""
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block; n_embd must divide by it."""
+    n_embd: int = 128
+    """Width of the residual stream."""
+    dropout: float = 0.0
+    """Dropout on attention weights and residual branches; 0 for pretraining, as in nanoGPT."""
+    bias: bool = False
+    """Biases in Linear and LayerNorm layers; without is slightly better and faster."""
+    vocab_multiple: int = 64
+    """Pad the embedding to a multiple of this so matmuls hit tensor-core-friendly sizes."""
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return math.ceil(self.vocab_size / self.vocab_multiple) * self.vocab_multiple
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.proj.residual = True
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (b, h, t, d)
+        y = rearrange(y, "b h t d -> b t (h d)")
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.down = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.down.residual = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))  # (b, t, n_embd)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_mlp = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x))
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_final = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            # GPT-2: residual projections scaled down so the residual stream's variance stays put with depth
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "residual", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (b, t) -> logits (b, t, vocab_size); padding pieces are cut off."""
+        b, t = idx.shape
+        if t > self.config.block_size:
+            raise ValueError(f"sequence of {t} tokens exceeds block_size {self.config.block_size}")
+        positions = torch.arange(t, device=idx.device)
+        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (b, t, n_embd)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_final(x))  # (b, t, padded_vocab_size)
+        return logits[..., : self.config.vocab_size]
+
+    def n_params(self, non_embedding: bool = True) -> int:
+        """Parameters; position embeddings excluded by default, as in the usual FLOPs count."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.position_embedding.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward and backward): 6N plus attention, as in PaLM's appendix B."""
+        c = self.config
+        return 6 * self.n_params() + 12 * c.n_layer * c.n_embd * c.block_size
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Matrices decay; biases, LayerNorm gains and nothing else do not."""
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append `max_new_tokens` sampled tokens to idx (b, t); temperature 0 means greedy."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size:]
+            logits = self(context)[:, -1, :]  # (b, vocab)
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, next_id], dim=1)
+        return idx
+
+    def save_pretrained(self, directory: Path) -> None:
+        """model.safetensors and config.json, written under temporary names and renamed."""
+        from safetensors.torch import save_model
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(directory / "model.safetensors.tmp"))
+        (directory / "config.json.tmp").write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
+        (directory / "model.safetensors.tmp").replace(directory / "model.safetensors")
+        (directory / "config.json.tmp").replace(directory / "config.json")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "GPT":
+        """Load an exported model without Lightning: `GPT.from_pretrained("data/model")`."""
+        from safetensors.torch import load_model
+        directory = Path(directory)
+        model = cls(GPTConfig(**json.loads((directory / "config.json").read_text())))
+        load_model(model, str(directory / "model.safetensors"), device=device)
+        return model.to(device).eval()

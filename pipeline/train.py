@@ -1,0 +1,160 @@
+"""The train stage: a Lightning Trainer built from params, resumable, exported at the end."""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytorch_lightning as pl
+import sentencepiece as spm
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from pipeline import progress
+from pipeline.data import TokenDataModule, check_arrays
+from pipeline.errors import PipelineError
+from pipeline.lit import GPTModule
+from pipeline.model import GPT, GPTConfig
+from pipeline.params import METRICS_DIR, TOKENIZER_DIR, Params
+
+MODEL_DIR = Path("data/model")
+CHECKPOINT_DIR = MODEL_DIR / "checkpoints"
+RUN_FILE = CHECKPOINT_DIR / "run.json"
+TRAIN_METRICS_DIR = METRICS_DIR / "train"
+# Settings that do not change the weights a run arrives at: a resume may differ in these.
+NOT_TRAJECTORY = {"max_steps", "val_check_interval", "val_windows", "checkpoint_every", "log_every", "resume",
+                  "num_workers", "peak_flops", "wandb", "accelerator", "devices", "num_nodes", "strategy",
+                  "compile", "num_threads"}
+
+
+def trajectory(p: Params, train_metas: list[dict]) -> dict:
+    """Everything that decides the weights at a given step; a checkpoint resumes only under the same."""
+    train = {k: v for k, v in dataclasses.asdict(p.train).items() if k not in NOT_TRAJECTORY}
+    return {"model": dataclasses.asdict(p.model), "train": train,
+            "data": [{k: m[k] for k in ("source", "n_tokens", "tokenizer_sha256")} for m in train_metas]}
+
+
+def _previous_run(current: dict, resume: str, rank_zero: bool) -> tuple[Path | None, str]:
+    """(checkpoint to resume from, W&B run id). Rank zero clears another run's checkpoints, saying why.
+
+    The decision reads only run.json and last.ckpt, and rank zero's clearing cannot change it, so
+    every rank of a distributed run reaches the same one whenever it looks.
+    """
+    last = CHECKPOINT_DIR / "last.ckpt"
+    previous = json.loads(RUN_FILE.read_text()) if RUN_FILE.exists() else None
+    if resume == "auto" and previous and previous["trajectory"] == current and last.exists():
+        return last, previous["wandb_id"]
+    run_id = uuid.uuid4().hex[:8]
+    if not rank_zero:
+        return None, run_id
+    if CHECKPOINT_DIR.exists() and any(CHECKPOINT_DIR.iterdir()):
+        if resume == "never":
+            why = "train.resume is never"
+        elif previous is None:
+            why = "they carry no run.json"
+        elif previous["trajectory"] != current:
+            why = "they belong to other params: " + ", ".join(_changed(previous["trajectory"], current))
+        else:
+            why = "there is no last.ckpt"
+        print(f"train: starting afresh and clearing {CHECKPOINT_DIR}: {why}", flush=True)
+        shutil.rmtree(CHECKPOINT_DIR)
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    progress.write_json_atomic(RUN_FILE, {"trajectory": current, "wandb_id": run_id})
+    return None, run_id
+
+
+def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _loggers(p: Params, run_id: str, resuming: bool) -> list:
+    from dvclive.lightning import DVCLiveLogger
+    loggers = [DVCLiveLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
+    if p.train.wandb.mode != "disabled":
+        from pytorch_lightning.loggers import WandbLogger
+        loggers.append(WandbLogger(project=p.train.wandb.project, entity=p.train.wandb.entity, id=run_id,
+                                   resume="allow", offline=p.train.wandb.mode == "offline", save_dir=".",
+                                   log_model=False))
+        loggers[-1].log_hyperparams({"model": dataclasses.asdict(p.model), "train": dataclasses.asdict(p.train)})
+    return loggers
+
+
+def export(trainer: pl.Trainer, config: GPTConfig, tokenizer_model: Path) -> None:
+    """model.safetensors, config.json and the tokenizer in data/model, from the full weights."""
+    state = trainer.strategy.lightning_module_state_dict()  # every rank takes part under FSDP
+    if trainer.is_global_zero:
+        model = GPT(config)
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        model.save_pretrained(MODEL_DIR)
+        shutil.copyfile(tokenizer_model, MODEL_DIR / "tokenizer.model.tmp")
+        os.replace(MODEL_DIR / "tokenizer.model.tmp", MODEL_DIR / "tokenizer.model")
+
+
+def run_stage(p: Params) -> None:
+    if p.train.num_threads:
+        torch.set_num_threads(p.train.num_threads)
+    tokenizer_model = TOKENIZER_DIR / "spm.model"
+    vocab_size = spm.SentencePieceProcessor(model_file=str(tokenizer_model)).get_piece_size()
+    train_paths = [p.data.tokens_path(k) for k, s in p.data.shards.items() if s.split == "train"]
+    metas = check_arrays(train_paths + [p.data.tokens_path("val")], tokenizer_model, vocab_size)
+    config = GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(p.model))
+    resume_from, run_id = _previous_run(trajectory(p, metas[:-1]), p.train.resume, rank_zero_only.rank == 0)
+
+    pl.seed_everything(p.train.seed, workers=True)
+    module = GPTModule(config, p.train)
+    data = TokenDataModule(train_paths, p.data.tokens_path("val"), tokenizer_model, vocab_size, p.model.block_size,
+                           p.train.batch_size, p.train.grad_accum, p.train.seed, p.train.val_windows,
+                           p.train.num_workers)
+    last = ModelCheckpoint(dirpath=CHECKPOINT_DIR, save_top_k=0, save_last=True,
+                           every_n_train_steps=p.train.checkpoint_every)
+    best = ModelCheckpoint(dirpath=CHECKPOINT_DIR, filename="best", monitor="val/loss", mode="min",
+                           save_top_k=1, enable_version_counter=False)
+    loggers = _loggers(p, run_id, resuming=resume_from is not None)
+    strategy = p.train.strategy
+    if strategy == "fsdp":
+        from pytorch_lightning.strategies import FSDPStrategy
+        strategy = FSDPStrategy(state_dict_type="full")
+    trainer = pl.Trainer(
+        accelerator=p.train.accelerator, devices=p.train.devices, num_nodes=p.train.num_nodes,
+        strategy=strategy, precision=p.train.precision, max_steps=p.train.max_steps,
+        accumulate_grad_batches=p.train.grad_accum, gradient_clip_val=p.train.grad_clip or None,
+        val_check_interval=p.train.val_check_interval * p.train.grad_accum, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=p.train.log_every,
+        callbacks=[last, best], logger=loggers, default_root_dir=str(MODEL_DIR), enable_model_summary=True,
+    )
+    started = time.monotonic()
+    if resume_from is None:
+        trainer.validate(module, datamodule=data, verbose=False)  # the loss at step 0, for comparison
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    # the final step too (with optimizer state), so a larger max_steps later resumes from here
+    trainer.save_checkpoint(CHECKPOINT_DIR / "last.ckpt", weights_only=False)
+    export(trainer, config, tokenizer_model)
+    for logger in loggers:
+        logger.finalize("success")
+    if p.train.wandb.mode != "disabled":
+        import wandb
+        wandb.finish()
+    if trainer.is_global_zero:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        progress.summary("train", {
+            "model": f"{module.model.n_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide, "
+                     f"context {config.block_size}, vocabulary {vocab_size:,})",
+            "run": ("resumed from " + str(resume_from) if resume_from else "fresh") + f", W&B id {run_id}",
+            "steps": f"{trainer.global_step:,} ({trainer.global_step * p.train.batch_size * p.train.grad_accum * trainer.world_size * config.block_size:,} tokens)",
+            "loss": f"train {metrics.get('train/loss', float('nan')):.4f}, val {metrics.get('val/loss', float('nan')):.4f} "
+                    f"(best {float(best.best_model_score) if best.best_model_score is not None else float('nan'):.4f})",
+            "exported": f"{MODEL_DIR}/model.safetensors, config.json, tokenizer.model",
+            "time": f"{time.monotonic() - started:.0f} s on {trainer.world_size} x {trainer.strategy.root_device}",
+        })

@@ -1,0 +1,78 @@
+"""The GPT: causal, tied, padded, initialised as GPT-2, exportable without Lightning."""
+
+import math
+
+import pytest
+import torch
+
+from pipeline.lit import lr_factor
+from pipeline.model import GPT, GPTConfig
+from pipeline.params import TrainParams
+
+CONFIG = GPTConfig(vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=32)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(CONFIG).eval()
+
+
+def test_changing_a_later_token_never_changes_an_earlier_logit(model):
+    idx = torch.randint(0, CONFIG.vocab_size, (2, 20))
+    changed = idx.clone()
+    changed[:, 12:] = torch.randint(0, CONFIG.vocab_size, (2, 8))
+    a, b = model(idx), model(changed)
+    assert torch.equal(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_vocabulary_is_padded_for_matmuls_but_padding_is_never_predicted(model):
+    assert CONFIG.padded_vocab_size == 1024 and model.token_embedding.weight.shape[0] == 1024
+    assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 1000)
+
+
+def test_embeddings_are_tied_and_residual_projections_are_scaled_down(model):
+    assert model.lm_head.weight is model.token_embedding.weight
+    projections = torch.cat([b.attn.proj.weight.flatten() for b in model.blocks] +
+                            [b.mlp.down.weight.flatten() for b in model.blocks])
+    assert projections.std().item() == pytest.approx(0.02 / math.sqrt(2 * CONFIG.n_layer), rel=0.1)
+    assert model.blocks[0].mlp.up.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_flops_per_token_is_six_n_plus_attention(model):
+    d, L, V, T = CONFIG.n_embd, CONFIG.n_layer, CONFIG.padded_vocab_size, CONFIG.block_size
+    per_block = 3 * d * d + d * d + 4 * d * d * 2 + 2 * d  # qkv, proj, mlp up and down, two LayerNorm gains
+    n = V * d + L * per_block + d                          # tied embedding, blocks, final LayerNorm
+    assert model.n_params() == n
+    assert model.flops_per_token() == 6 * n + 12 * L * d * T
+
+
+def test_weight_decay_applies_to_matrices_only(model):
+    decay, no_decay = model.optimizer_groups(0.1)
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_export_loads_without_lightning_and_gives_the_same_logits(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    loaded = GPT.from_pretrained(tmp_path)
+    idx = torch.randint(0, 1000, (2, 16))
+    assert torch.equal(model(idx), loaded(idx))
+    assert loaded.lm_head.weight is loaded.token_embedding.weight
+
+
+def test_sampling_is_repeatable_with_a_seed_and_greedy_is_deterministic(model):
+    start = torch.zeros(1, 1, dtype=torch.long)
+    sample = lambda seed: model.generate(start, 10, 1.0, 5, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(sample(1), sample(1)) and sample(1).shape == (1, 11)
+    assert torch.equal(model.generate(start, 5, 0.0), model.generate(start, 5, 0.0))
+
+
+def test_learning_rate_warms_up_decays_to_min_and_stays():
+    p = TrainParams(lr=1.0, min_lr=0.1, warmup_steps=10, decay_steps=110)
+    factors = [lr_factor(step, p) for step in range(200)]
+    assert factors[0] == pytest.approx(1 / 11) and factors[9] == pytest.approx(10 / 11)
+    assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.55)
+    assert factors[110] == factors[199] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))

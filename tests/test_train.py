@@ -1,0 +1,169 @@
+"""Training with the real Lightning Trainer on CPU: learns, resumes bit-exactly, scales out, stops safely."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from pipeline import pretokenize
+from pipeline.params import PretokenizeParams
+from tests.conftest import REPO, SAMPLE, child_env
+
+TINY = {
+    "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0, "bias": False,
+              "vocab_multiple": 64},
+    "train": {"batch_size": 8, "max_steps": 24, "lr": 0.003, "min_lr": 0.0003, "warmup_steps": 4,
+              "decay_steps": 24, "val_check_interval": 8, "val_windows": 16, "checkpoint_every": 4,
+              "log_every": 2, "num_workers": 0, "num_threads": 1, "accelerator": "cpu",
+              "wandb": {"mode": "disabled"}},
+}
+
+
+@pytest.fixture(scope="session")
+def token_arrays(small_model, tmp_path_factory):
+    """The sample's test shard as training data and its val shard for validation, tokenized once."""
+    out = tmp_path_factory.mktemp("tokens")
+    for name, target in (("test", "train/00"), ("val", "val")):
+        pretokenize.run(SAMPLE / f"{name}.jsonl.zst", small_model, out / f"{target}.bin", PretokenizeParams(workers=2))
+    return out
+
+
+def project(tmp_path, small_model, token_arrays, **overrides):
+    """A directory laid out like the repository after pretokenize, with tiny model and training params."""
+    shutil.copytree(token_arrays, tmp_path / "data/tokens")
+    (tmp_path / "data/tokenizer").mkdir(parents=True)
+    shutil.copy(small_model, tmp_path / "data/tokenizer/spm.model")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["shards"] = {"00": {"path": "train/00"}, "val": {"path": "val"}}
+    raw["evaluate"]["splits"] = ["val"]
+    raw["corpus"]["shards"] = ["00"]
+    for section, values in TINY.items():
+        raw[section].update(values)
+    set_params(tmp_path, raw, **overrides)
+    return tmp_path
+
+
+def set_params(directory, raw=None, **overrides):
+    raw = raw or yaml.safe_load((directory / "params.yaml").read_text())
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        raw[section][name] = value
+    (directory / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def train(directory, check=True):
+    result = subprocess.run([sys.executable, str(REPO / "stages/train.py")], cwd=directory, env=child_env(),
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode:
+        raise AssertionError(f"train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def weights(directory):
+    from safetensors.torch import load_file
+    return load_file(directory / "data/model/model.safetensors")
+
+
+def losses(directory):
+    """step -> train loss, from DVCLive's plot file."""
+    rows = (directory / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    return {int(step): float(value) for step, value in (row.split("\t") for row in rows)}
+
+
+def val_losses(directory):
+    rows = (directory / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
+    return [float(row.split("\t")[1]) for row in rows]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_falls_and_the_model_is_exported(tmp_path, small_model, token_arrays):
+    repo = project(tmp_path, small_model, token_arrays, train__max_steps=40, train__decay_steps=40)
+    result = train(repo)
+    val = val_losses(repo)
+    assert val[0] > val[-1] + 1.0, val  # step 0 against the end
+    assert "== train ==" in result.stdout and "fresh" in result.stdout
+    for name in ("model.safetensors", "config.json", "tokenizer.model"):
+        assert (repo / "data/model" / name).exists()
+    assert (repo / "data/model/checkpoints/last.ckpt").exists() and (repo / "data/model/checkpoints/best.ckpt").exists()
+
+
+def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, small_model, token_arrays):
+    whole = project(tmp_path / "whole", small_model, token_arrays)
+    train(whole)
+    killed = project(tmp_path / "killed", small_model, token_arrays)
+    process = subprocess.Popen([sys.executable, str(REPO / "stages/train.py")], cwd=killed, env=child_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "data/model/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    step_at_kill = torch.load(last, weights_only=True)["global_step"]
+    assert 4 <= step_at_kill < 24, "the kill should land mid-run"
+    result = train(killed)
+    assert f"resumed from data/model/checkpoints/last.ckpt" in result.stdout
+    assert same_weights(weights(whole), weights(killed))
+    resumed = losses(killed)
+    assert resumed and all(resumed[step] == losses(whole)[step] for step in resumed)
+
+
+def test_raising_max_steps_continues_the_run_as_if_it_had_never_stopped(tmp_path, small_model, token_arrays):
+    whole = project(tmp_path / "whole", small_model, token_arrays)
+    train(whole)
+    staged = project(tmp_path / "staged", small_model, token_arrays, train__max_steps=10)
+    train(staged)
+    set_params(staged, train__max_steps=24)
+    assert "resumed" in train(staged).stdout
+    assert same_weights(weights(whole), weights(staged))
+
+
+def test_changing_the_learning_rate_starts_afresh_and_says_why(tmp_path, small_model, token_arrays):
+    repo = project(tmp_path, small_model, token_arrays, train__max_steps=4)
+    train(repo)
+    set_params(repo, train__lr=0.001)
+    result = train(repo)
+    assert "starting afresh" in result.stdout and "train.lr" in result.stdout and "fresh," in result.stdout
+
+
+def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_batch(tmp_path, small_model, token_arrays):
+    one = project(tmp_path / "one", small_model, token_arrays, train__max_steps=8, train__batch_size=8)
+    two = project(tmp_path / "two", small_model, token_arrays, train__max_steps=8, train__batch_size=4,
+                  train__devices=2, train__strategy="ddp")
+    other_seed = project(tmp_path / "seed", small_model, token_arrays, train__max_steps=8, train__batch_size=8,
+                         train__seed=7)
+    for repo in (one, two, other_seed):
+        train(repo)
+    a, b, c = weights(one), weights(two), weights(other_seed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # equal up to the order of float sums
+    assert not all(torch.allclose(a[k], c[k], atol=1e-3) for k in a)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, small_model, token_arrays):
+    repo = project(tmp_path, small_model, token_arrays, train__lr=1e30, train__min_lr=0.0, train__warmup_steps=0,
+                   train__checkpoint_every=1, train__grad_clip=0.0)
+    result = train(repo, check=False)
+    assert result.returncode == 1
+    assert "error: train: loss is nan at step" in result.stderr or "error: train: loss is inf at step" in result.stderr
+    failed_at = int(result.stderr.split(" at step ")[1].split(";")[0])
+    checkpoint = torch.load(repo / "data/model/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] <= failed_at  # the state the failing step started from, no later
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+    assert not (repo / "data/model/model.safetensors").exists()
+
+
+def test_arrays_from_another_tokenizer_are_refused_before_training(tmp_path, small_model, token_arrays):
+    repo = project(tmp_path, small_model, token_arrays)
+    meta = repo / "data/tokens/train/00.json"
+    meta.write_text(meta.read_text().replace('"tokenizer_sha256": "', '"tokenizer_sha256": "0'))
+    result = train(repo, check=False)
+    assert result.returncode == 1 and "data/tokens/train/00.bin: made with another tokenizer" in result.stderr
