@@ -18,7 +18,7 @@ from pipeline import progress, tokens
 from pipeline.data import check_arrays
 from pipeline.lit import cross_entropy
 from pipeline.model import GPT
-from pipeline.params import METRICS_DIR, Params
+from pipeline.params import METRICS_DIR, MODEL_DIR, Params
 
 EVAL_METRICS = METRICS_DIR / "eval.json"
 
@@ -75,7 +75,6 @@ def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "c
 
 
 def run_stage(p: Params) -> None:
-    from pipeline.train import MODEL_DIR
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = GPT.from_pretrained(MODEL_DIR, device=device)
     paths = {key: p.data.tokens_path(key) for key in p.evaluate.splits}

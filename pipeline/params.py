@@ -22,6 +22,7 @@ RAW_DIR = Path("data/raw")
 CORPUS_DIR = Path("data/corpus")
 TOKENIZER_DIR = Path("data/tokenizer")
 TOKENS_DIR = Path("data/tokens")
+MODEL_DIR = Path("data/model")
 METRICS_DIR = Path("metrics")
 SHARD_SUFFIX = ".jsonl.zst"
 

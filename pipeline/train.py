@@ -19,9 +19,8 @@ from pipeline.data import TokenDataModule, check_arrays
 from pipeline.errors import PipelineError
 from pipeline.lit import GPTModule
 from pipeline.model import GPT, GPTConfig
-from pipeline.params import METRICS_DIR, TOKENIZER_DIR, Params
+from pipeline.params import METRICS_DIR, MODEL_DIR, TOKENIZER_DIR, Params
 
-MODEL_DIR = Path("data/model")
 CHECKPOINT_DIR = MODEL_DIR / "checkpoints"
 RUN_FILE = CHECKPOINT_DIR / "run.json"
 TRAIN_METRICS_DIR = METRICS_DIR / "train"

@@ -1,0 +1,79 @@
+"""Tokenize once, share through a DVC remote, run shard stages side by side, rebuild bit for bit."""
+
+import subprocess
+import time
+
+import yaml
+
+from tests.conftest import child_env
+from tests.repo import SHARDS, built, copy_of, edit_params, fresh_copy, run, stages_run, tiny_training  # noqa: F401
+
+
+def test_colleague_pulls_the_tokenized_shards_and_tokenizes_nothing(built, tmp_path):
+    origin = copy_of(built, tmp_path)
+    remote = tmp_path / "remote"
+    run(origin, "dvc", "remote", "add", "--default", "shared", str(remote))
+    run(origin, "dvc", "push")
+    run(origin, "git", "add", "-A")
+    run(origin, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run on the sample")
+
+    colleague = tmp_path / "colleague"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(colleague))
+    run(colleague, "dvc", "pull", "tokenizer", "pretokenize")
+    assert (colleague / "data/tokens/train/00.bin").read_bytes() == (origin / "data/tokens/train/00.bin").read_bytes()
+    assert not (colleague / "data/raw").exists() and not (colleague / "data/corpus").exists()
+
+    edit_params(colleague, lambda raw: raw["train"].update(lr=0.001))  # their own model, on the shared tokens
+    result = run(colleague, "dvc", "repro", "--allow-missing")
+    assert stages_run(result) == {"train", "evaluate"}
+    assert not (colleague / "data/raw").exists()
+
+
+def test_one_pulled_shard_is_enough_for_its_own_stage(built, tmp_path):
+    origin = copy_of(built, tmp_path)
+    run(origin, "dvc", "remote", "add", "--default", "shared", str(tmp_path / "remote"))
+    run(origin, "dvc", "push", "pretokenize@val")
+    colleague = tmp_path / "colleague"
+    run(origin, "git", "add", "-A")
+    run(origin, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "remote")
+    run(tmp_path, "git", "clone", "-q", str(origin), str(colleague))
+    run(colleague, "dvc", "pull", "pretokenize@val")
+    assert sorted(p.name for p in (colleague / "data/tokens").iterdir()) == ["val.bin", "val.idx", "val.json"]
+    assert stages_run(run(colleague, "dvc", "repro", "--allow-missing", "pretokenize@val")) == set()
+
+
+def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp_path):
+    repo = fresh_copy(tmp_path)
+    edit_params(repo, lambda raw: raw["pretokenize"].update(workers=1))
+    run(repo, "dvc", "repro", "tokenizer", "download@00", "download@01")
+    partials = [repo / f"data/tokens/train/{key}.bin.tmp" for key in ("00", "01")]
+    processes = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "--single-item", f"pretokenize@{key}"], cwd=repo,
+                                  env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for key in ("00", "01")]
+    overlapped = False
+    while any(p.poll() is None for p in processes):
+        overlapped |= all(path.exists() for path in partials)  # both stages mid-way at the same moment
+        time.sleep(0.01)
+    outputs = [p.communicate()[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    assert overlapped, "the two stages ran one after the other"
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {"pretokenize@00", "pretokenize@01"} <= set(lock)
+    assert "up to date" in run(repo, "dvc", "status", "pretokenize@00", "pretokenize@01").stdout
+
+
+def test_two_clean_clones_build_identical_artifacts_and_losses(built, tmp_path):
+    again = fresh_copy(tmp_path)
+    edit_params(again, tiny_training)
+    run(again, "dvc", "repro")
+    locks = [yaml.safe_load((repo / "dvc.lock").read_text())["stages"] for repo in (built, again)]
+    compared = 0
+    for stage, entry in locks[0].items():
+        for out_a, out_b in zip(entry.get("outs", []), locks[1][stage].get("outs", [])):
+            if out_a["path"].startswith(("data/model/checkpoints", "metrics/train")):
+                continue  # run ids, absolute paths and timings, by nature
+            assert out_a == out_b, (stage, out_a["path"])
+            compared += 1
+    assert compared >= 20  # raw shards, corpus, tokenizer, arrays, indexes, metadata, model, metrics
+    loss = "metrics/train/plots/metrics/train/loss.tsv"
+    assert (built / loss).read_text() == (again / loss).read_text()
