@@ -1,7 +1,7 @@
 """Tokenize one shard into a token array, its metadata and its document index.
 
 The main process decompresses and cuts the shard into batches of raw lines; `workers` processes
-parse and encode them; results come back in order through a window of at most 2 x workers
+parse and encode them (with pipeline.word_cache: SentencePiece's exact ids, BPE once per word); results come back in order through a window of at most 2 x workers
 batches, so memory depends on the batch size and the longest document, never on the shard's size.
 Every document is followed by the separator (the tokenizer's eos piece).
 """
@@ -22,6 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
 from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams, usable_cores
 from pipeline.tokenizer import file_sha256
+from pipeline.word_cache import WordCacheEncoder
 
 
 @dataclass
@@ -34,14 +35,17 @@ class Batch:
     set_names: list[str]
     bad: list[tuple[int, str, str]] = field(default_factory=list)
     """(line number, kind, message) of each line that is not a record."""
+    words: int = 0
+    """Words seen and words the encoder had to run BPE on (for the summary's cache hit rate)."""
+    misses: int = 0
 
 
-_processor: spm.SentencePieceProcessor | None = None
+_encoder: WordCacheEncoder | None = None
 
 
-def _load_processor(model: str) -> None:
-    global _processor
-    _processor = spm.SentencePieceProcessor(model_file=model)
+def _load_encoder(model: str, dtype: str) -> None:
+    global _encoder
+    _encoder = WordCacheEncoder(Path(model), dtype)
 
 
 def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
@@ -56,12 +60,14 @@ def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
         texts.append(record.text)
         doc_bytes.append(record.n_bytes)
         set_names.append(record.set_name)
-    ids = _processor.encode(texts, num_threads=1) if texts else []
-    eos = [_processor.eos_id()]
-    doc_tokens = np.fromiter((len(doc) + 1 for doc in ids), dtype=np.uint64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(doc, eos) for doc in ids),
-                       dtype=tokens.DTYPES[dtype], count=int(doc_tokens.sum()))
-    return Batch(flat, doc_tokens, np.array(doc_bytes, dtype=np.uint64), set_names, bad)
+    words, misses = _encoder.words, _encoder.misses
+    encoded = _encoder.encode(texts) if texts else []
+    width = tokens.DTYPES[dtype].itemsize
+    eos = np.array([_encoder.processor.eos_id()], dtype=tokens.DTYPES[dtype]).tobytes()
+    flat = np.frombuffer(b"".join(itertools.chain.from_iterable((doc, eos) for doc in encoded)), tokens.DTYPES[dtype])
+    doc_tokens = np.array([len(doc) // width + 1 for doc in encoded], dtype=np.uint64)
+    return Batch(flat, doc_tokens, np.array(doc_bytes, dtype=np.uint64), set_names, bad,
+                 _encoder.words - words, _encoder.misses - misses)
 
 
 class _Done:
@@ -75,8 +81,8 @@ class _Done:
 class _Inline:
     """The single-worker path: encode in this process, no pickling, same code."""
 
-    def __init__(self, model: str):
-        _load_processor(model)
+    def __init__(self, model: str, dtype: str):
+        _load_encoder(model, dtype)
 
     def submit(self, *args) -> _Done:
         return _Done(encode_batch(*args))
@@ -86,8 +92,8 @@ class _Inline:
 
 
 class _Pool:
-    def __init__(self, model: str, workers: int):
-        self.pool = multiprocessing.get_context("spawn").Pool(workers, _load_processor, (model,))
+    def __init__(self, model: str, dtype: str, workers: int):
+        self.pool = multiprocessing.get_context("spawn").Pool(workers, _load_encoder, (model, dtype))
 
     def submit(self, *args):
         return self.pool.apply_async(encode_batch, args)
@@ -130,15 +136,18 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
     n_tokens = n_docs = n_bytes = 0
     started = time.monotonic()
     workers = params.workers or usable_cores()
-    executor = _Inline(str(model)) if workers == 1 else _Pool(str(model), workers)
+    executor = _Inline(str(model), params.dtype) if workers == 1 else _Pool(str(model), params.dtype, workers)
+    probe = WordCacheEncoder(model, params.dtype)  # makes the same choice of path as the workers
+    words = misses = 0
     try:
         with open(tmp_bin, "wb") as bin_out, open(tmp_idx, "wb") as idx_out, \
                 progress.bar(reader.size, f"pretokenize {raw.name}") as pbar:
             pending: deque = deque()
 
             def write_oldest() -> None:
-                nonlocal n_tokens, n_docs, n_bytes
+                nonlocal n_tokens, n_docs, n_bytes, words, misses
                 batch: Batch = pending.popleft().get()
+                words, misses = words + batch.words, misses + batch.misses
                 for number, kind, message in batch.bad:
                     if params.on_bad_record == "error":
                         raise PipelineError(bad_record_message(raw, number, message))
@@ -189,7 +198,8 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
         "bad_records": dict(bad_records),
     }
     progress.write_json_atomic(tokens.metadata_path(output), metadata)
-    return {**metadata, "seconds": time.monotonic() - started, "workers": workers}
+    probe.words, probe.misses = words, misses
+    return {**metadata, "seconds": time.monotonic() - started, "workers": workers, "encoder": probe.describe()}
 
 
 def run_stage(p: Params, key: str) -> None:
@@ -205,4 +215,5 @@ def run_stage(p: Params, key: str) -> None:
         "tokens": f"{meta['n_tokens']:,} ({meta['n_tokens'] / max(meta['n_bytes'], 1):.3f} per byte of text)",
         "speed": f"{meta['n_bytes'] / max(seconds, 1e-9) / 1e6:.2f} MB/s of text with {meta['workers']} "
                  f"workers ({seconds:.1f} s)",
+        "encoder": meta["encoder"],
     })
