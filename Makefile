@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 TORCH := torch==$(shell sed -n 's/^torch==//p' requirements.lock)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test clean-venv
+.PHONY: install run test bench clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ test: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench: install  # benchmarks, not tests: ratios measured side by side, written to bench/results/
+	dvc repro tokenizer
+	python bench/pretokenize.py
