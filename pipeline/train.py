@@ -46,6 +46,9 @@ def _previous_run(current: dict, resume: str, rank_zero: bool) -> tuple[Path | N
     last = CHECKPOINT_DIR / "last.ckpt"
     previous = json.loads(RUN_FILE.read_text()) if RUN_FILE.exists() else None
     if resume == "auto" and previous and previous["trajectory"] == current and last.exists():
+        step = _check_loads_safely(last)
+        if rank_zero:
+            _rewind_dvclive(TRAIN_METRICS_DIR, step)
         return last, previous["wandb_id"]
     run_id = uuid.uuid4().hex[:8]
     if not rank_zero:
@@ -64,6 +67,37 @@ def _previous_run(current: dict, resume: str, rank_zero: bool) -> tuple[Path | N
     CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     progress.write_json_atomic(RUN_FILE, {"trajectory": current, "wandb_id": run_id})
     return None, run_id
+
+
+def _check_loads_safely(checkpoint: Path) -> int:
+    """Refuse a checkpoint that needs more than tensors and plain data to load: it could run code.
+    Return its step."""
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception as exc:  # torch raises several types for a refused or damaged pickle
+        raise PipelineError(f"{checkpoint}: refused: it does not load as plain tensors and data "
+                            f"(weights_only=True: {str(exc).splitlines()[0]}); it may hold code. Delete it, "
+                            "or set train.resume: never to start afresh") from None
+
+
+def _rewind_dvclive(directory: Path, step: int) -> None:
+    """Bring DVCLive's files back to the checkpoint's step before a resume appends to them.
+
+    A killed run may have logged steps past its last checkpoint (the resumed run logs them again,
+    identically) or died mid-write; DVCLive would then read half a metrics.json, or append to half a line.
+    """
+    for tsv in directory.glob("plots/**/*.tsv"):
+        lines = tsv.read_text().split("\n")
+        complete = lines[:-1]  # text after the last newline is a line cut short
+        kept = complete[:1] + [row for row in complete[1:] if int(row.split("\t")[0]) < step]
+        tsv.write_text("".join(row + "\n" for row in kept))
+    summary = directory / "metrics.json"
+    try:
+        json.loads(summary.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        summary.unlink()  # rewritten at the next log
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -96,25 +96,26 @@ def test_loss_falls_and_the_model_is_exported(tmp_path, small_model, token_array
 
 
 def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, small_model, token_arrays):
-    whole = project(tmp_path / "whole", small_model, token_arrays)
+    longer = {"train__max_steps": 48, "train__decay_steps": 48}
+    whole = project(tmp_path / "whole", small_model, token_arrays, **longer)
     train(whole)
-    killed = project(tmp_path / "killed", small_model, token_arrays)
+    killed = project(tmp_path / "killed", small_model, token_arrays, **longer)
     process = subprocess.Popen([sys.executable, str(REPO / "stages/train.py")], cwd=killed, env=child_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "data/model/checkpoints/last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     step_at_kill = torch.load(last, weights_only=True)["global_step"]
-    assert 4 <= step_at_kill < 24, "the kill should land mid-run"
+    assert 4 <= step_at_kill < 48, "the kill should land mid-run"
     result = train(killed)
     assert f"resumed from data/model/checkpoints/last.ckpt" in result.stdout
     assert same_weights(weights(whole), weights(killed))
-    resumed = losses(killed)
-    assert resumed and all(resumed[step] == losses(whole)[step] for step in resumed)
+    logged, expected = losses(killed), losses(whole)
+    assert all(logged[step] == expected[step] for step in logged)  # every logged loss is the same
+    assert {step for step in expected if step >= step_at_kill} <= set(logged)  # none lost after the checkpoint
 
 
 def test_raising_max_steps_continues_the_run_as_if_it_had_never_stopped(tmp_path, small_model, token_arrays):
@@ -167,3 +168,19 @@ def test_arrays_from_another_tokenizer_are_refused_before_training(tmp_path, sma
     meta.write_text(meta.read_text().replace('"tokenizer_sha256": "', '"tokenizer_sha256": "0'))
     result = train(repo, check=False)
     assert result.returncode == 1 and "data/tokens/train/00.bin: made with another tokenizer" in result.stderr
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path, small_model, token_arrays):
+    repo = project(tmp_path, small_model, token_arrays, train__max_steps=4)
+    train(repo)
+    torch.save({"state_dict": {}, "payload": _Payload()}, repo / "data/model/checkpoints/last.ckpt")
+    set_params(repo, train__max_steps=8)  # same run, more steps: it would resume from last.ckpt
+    result = train(repo, check=False)
+    assert result.returncode == 1 and "last.ckpt: refused" in result.stderr and "Traceback" not in result.stderr
+    assert not (repo / "PWNED").exists()
