@@ -15,25 +15,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from pipeline.params import ModelParams
 
-@dataclass(frozen=True)
-class GPTConfig:
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig(ModelParams):
+    """The model's shape from params, plus the vocabulary size read from the tokenizer."""
+
     vocab_size: int
-    """Pieces in the tokenizer; read from the tokenizer, never typed in params."""
-    block_size: int = 256
-    """Context length in tokens."""
-    n_layer: int = 4
-    """Transformer blocks."""
-    n_head: int = 4
-    """Attention heads per block; n_embd must divide by it."""
-    n_embd: int = 128
-    """Width of the residual stream."""
-    dropout: float = 0.0
-    """Dropout on attention weights and residual branches; 0 for pretraining, as in nanoGPT."""
-    bias: bool = False
-    """Biases in Linear and LayerNorm layers; without is slightly better and faster."""
-    vocab_multiple: int = 64
-    """Pad the embedding to a multiple of this so matmuls hit tensor-core-friendly sizes."""
+    """Pieces in the tokenizer; never typed in params."""
 
     @property
     def padded_vocab_size(self) -> int:

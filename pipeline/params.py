@@ -117,15 +117,22 @@ class PretokenizeParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The GPT's shape (pipeline/model.py documents each field); vocab_size comes from the tokenizer."""
+    """The GPT's shape; pipeline.model.GPTConfig adds vocab_size, which comes from the tokenizer."""
 
     block_size: int = 256
+    """Context length in tokens."""
     n_layer: int = 4
+    """Transformer blocks."""
     n_head: int = 4
+    """Attention heads per block; n_embd must divide by it."""
     n_embd: int = 128
+    """Width of the residual stream."""
     dropout: float = 0.0
+    """Dropout on attention weights and residual branches; 0 for pretraining, as in nanoGPT."""
     bias: bool = False
+    """Biases in Linear and LayerNorm layers; without is slightly better and faster."""
     vocab_multiple: int = 64
+    """Pad the embedding to a multiple of this so matmuls hit tensor-core-friendly sizes."""
 
 
 @dataclass(frozen=True)
