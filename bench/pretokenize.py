@@ -28,9 +28,8 @@ import zstandard
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import pretokenize  # noqa: E402
 from pipeline.jsonl import ShardReader, parse_record  # noqa: E402
-from pipeline.params import PretokenizeParams, usable_cores  # noqa: E402
+from pipeline.params import usable_cores  # noqa: E402
 from pipeline.word_cache import WordCacheEncoder  # noqa: E402
 
 MODEL = REPO / "data/tokenizer/spm.model"

@@ -132,15 +132,22 @@ def http_server():
     server.server_close()
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def child_env() -> dict:
     """Environment for subprocesses: this interpreter's bin first, so `python` and `dvc` are ours."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PILE_GPT_PROGRESS"] = "0"
     return env
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """A copy of the repository after one full `dvc repro` on the sample (with a tiny model)."""
+    from tests.repo import SHARDS, edit_params, fresh_copy, run, stages_run, tiny_training
+    repo = fresh_copy(tmp_path_factory.mktemp("built"))
+    edit_params(repo, tiny_training)
+    run(repo, "git", "commit", "-qam", "tiny model")
+    result = run(repo, "dvc", "repro")
+    assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
+        f"pretokenize@{k}" for k in SHARDS} | {"train", "evaluate"}
+    return repo

@@ -4,7 +4,6 @@ import re
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from tests.conftest import REPO, child_env
@@ -51,18 +50,6 @@ def tiny_training(raw):
     raw["train"].update(max_steps=6, warmup_steps=2, decay_steps=12, val_check_interval=3, val_windows=8,
                         checkpoint_every=3, log_every=1, num_workers=0)
     raw["evaluate"].update(batch_size=64)
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """A copy of the repository after one full `dvc repro` on the sample (with a tiny model)."""
-    repo = fresh_copy(tmp_path_factory.mktemp("built"))
-    edit_params(repo, tiny_training)
-    run(repo, "git", "commit", "-qam", "tiny model")
-    result = run(repo, "dvc", "repro")
-    assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
-        f"pretokenize@{k}" for k in SHARDS} | {"train", "evaluate"}
-    return repo
 
 
 def copy_of(built, tmp_path):

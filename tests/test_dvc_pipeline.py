@@ -8,7 +8,7 @@ import yaml
 
 from pipeline import params as params_module
 from tests.conftest import REPO, sample_documents
-from tests.repo import SHARDS, built, copy_of, edit_params, fresh_copy, run, stages_run  # noqa: F401
+from tests.repo import SHARDS, copy_of, edit_params, fresh_copy, run, stages_run
 from tests.test_pretokenize import documents_from_array
 
 def test_repro_on_the_sample_builds_arrays_that_decode_to_the_documents(built):

@@ -6,7 +6,7 @@ import time
 import yaml
 
 from tests.conftest import child_env
-from tests.repo import SHARDS, built, copy_of, edit_params, fresh_copy, run, stages_run, tiny_training  # noqa: F401
+from tests.repo import copy_of, edit_params, fresh_copy, run, stages_run, tiny_training
 
 
 def test_colleague_pulls_the_tokenized_shards_and_tokenizes_nothing(built, tmp_path):

@@ -7,7 +7,7 @@ import sentencepiece as spm
 
 from pipeline import tokenizer
 from pipeline.errors import PipelineError
-from tests.conftest import LOSSLESS_FLAGS, SAMPLE, sample_documents
+from tests.conftest import LOSSLESS_FLAGS, sample_documents
 
 
 def test_same_corpus_and_flags_give_a_byte_identical_model(small_model, tmp_path, monkeypatch):

@@ -111,7 +111,7 @@ def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, sma
     step_at_kill = torch.load(last, weights_only=True)["global_step"]
     assert 4 <= step_at_kill < 48, "the kill should land mid-run"
     result = train(killed)
-    assert f"resumed from data/model/checkpoints/last.ckpt" in result.stdout
+    assert "resumed from data/model/checkpoints/last.ckpt" in result.stdout
     assert same_weights(weights(whole), weights(killed))
     logged, expected = losses(killed), losses(whole)
     assert all(logged[step] == expected[step] for step in logged)  # every logged loss is the same

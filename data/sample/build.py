@@ -10,7 +10,6 @@ val and test by a hash of their path, so the split is stable and needs no random
 
 import argparse
 import hashlib
-import io
 import json
 import subprocess
 import sys
