@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline import tokens
 from pipeline.errors import PipelineError
+from pipeline.tokenizer import file_sha256
 
 MASK64 = (1 << 64) - 1
 
@@ -61,7 +62,7 @@ def permute(positions: np.ndarray, n: int, seed: int, epoch: int) -> np.ndarray:
 
 def check_arrays(paths: list[Path], model: Path, vocab_size: int) -> list[dict]:
     """Refuse arrays made by another tokenizer, naming the file; return their metadata."""
-    sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    sha = file_sha256(model)
     metas = []
     for path in paths:
         meta = tokens.read_metadata(path)

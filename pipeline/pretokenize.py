@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 
 from pipeline import progress, tokens
 from pipeline.errors import PipelineError
@@ -120,8 +119,8 @@ def _batches(reader: ShardReader, batch_bytes: int):
 
 def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict:
     """Write `output` (.bin), its .idx and its .json; return the metadata, with timings for the summary."""
-    processor = spm.SentencePieceProcessor(model_file=str(model))
-    vocab_size, eos_id = processor.get_piece_size(), processor.eos_id()
+    probe = WordCacheEncoder(model, params.dtype)  # makes the same choice of path as the workers
+    vocab_size, eos_id = probe.processor.get_piece_size(), probe.processor.eos_id()
     tokens.check_dtype_fits(vocab_size, params.dtype, model)
     if eos_id < 0:
         raise PipelineError(f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
@@ -137,7 +136,6 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
     started = time.monotonic()
     workers = params.workers or usable_cores()
     executor = _Inline(str(model), params.dtype) if workers == 1 else _Pool(str(model), params.dtype, workers)
-    probe = WordCacheEncoder(model, params.dtype)  # makes the same choice of path as the workers
     words = misses = 0
     try:
         with open(tmp_bin, "wb") as bin_out, open(tmp_idx, "wb") as idx_out, \

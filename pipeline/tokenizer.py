@@ -95,9 +95,8 @@ def train(inputs: list[Path], model_prefix: Path, flags: dict[str, Any]) -> None
         os.replace(f"{tmp_prefix}{suffix}", f"{model_prefix}{suffix}")
 
 
-def roundtrip(model: Path, lines: list[str]) -> int:
+def roundtrip(processor: spm.SentencePieceProcessor, lines: list[str]) -> int:
     """How many of `lines` decode back exactly from their ids (all of them, with lossless flags)."""
-    processor = spm.SentencePieceProcessor(model_file=str(model))
     return sum(processor.decode(ids) == line for ids, line in zip(processor.encode(lines), lines))
 
 
@@ -115,9 +114,9 @@ def run_stage(p: Params) -> None:
     seconds = time.monotonic() - started
     with open(inputs[0], encoding="utf-8") as f:
         probe = [line.rstrip("\n") for _, line in zip(range(ROUNDTRIP_LINES), f)]
-    exact = roundtrip(model_prefix.with_suffix(".model"), probe)
     model = model_prefix.with_suffix(".model")
     processor = spm.SentencePieceProcessor(model_file=str(model))
+    exact = roundtrip(processor, probe)
     stats = {
         "vocab_size": processor.get_piece_size(),
         "eos_id": processor.eos_id(),

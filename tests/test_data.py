@@ -1,5 +1,6 @@
 """Training windows: a seeded order without replacement, resumable, split across ranks, checked."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -68,15 +69,15 @@ def test_resumed_sampler_continues_where_the_run_stopped():
 
 def test_validation_windows_are_fixed_and_dealt_out_to_ranks():
     alone = [w for batch in data.ValBatches(100, 10, 4, 0, 1) for w in batch]
+    again = [w for batch in data.ValBatches(100, 10, 4, 0, 1) for w in batch]
     split = [[w for batch in data.ValBatches(100, 10, 4, r, 2) for w in batch] for r in range(2)]
-    assert alone == [w for w in alone] and len(set(alone)) == 10 and alone[0] == 0 and alone[-1] == 99
+    assert alone == again == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]  # the same windows, spread evenly
     assert sorted(split[0] + split[1]) == sorted(alone) and not set(split[0]) & set(split[1])
 
 
 def test_arrays_from_another_tokenizer_are_refused_naming_the_file(tmp_path):
     model = tmp_path / "spm.model"
     model.write_bytes(b"model")
-    import hashlib
     good = write_array(tmp_path / "good.bin", range(10), sha=hashlib.sha256(b"model").hexdigest())
     data.check_arrays([good], model, 100)
     stale = write_array(tmp_path / "stale.bin", range(10))
