@@ -18,6 +18,9 @@ def run(main: Callable[[], None]) -> None:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except OSError as exc:  # a file that cannot be read or written: its name and the reason suffice
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: nothing was written to the outputs", file=sys.stderr, flush=True)
         sys.exit(130)

@@ -7,7 +7,6 @@ sample of the resulting lines (selection sampling: two streaming passes, O(1) me
 lines all fit the quota is written in the first pass.
 """
 
-import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from pipeline import progress
+from pipeline import files, progress
 from pipeline.errors import PipelineError
 from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
 from pipeline.params import CORPUS_DIR, METRICS_DIR, Params
@@ -110,9 +109,7 @@ def build(raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int,
           on_bad_record: str = "error") -> CorpusStats:
     """Write at most `line_quota` lines of `raw`'s text to `output`, a uniform sample seeded by `seed`."""
     stats = CorpusStats()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    try:
+    with files.replacing(output) as (tmp,):
         with progress.bar(raw.stat().st_size if raw.exists() else None, f"corpus {raw.name} (count)") as pbar:
             with open(tmp, "wb") as out:
                 for set_name, line in _lines(raw, max_bytes, on_bad_record, stats, pbar):
@@ -125,9 +122,6 @@ def build(raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int,
         if stats.candidate_lines > line_quota:
             _forget_selection(stats)
             _select(raw, tmp, line_quota, seed, max_bytes, on_bad_record, stats)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return stats
 
 

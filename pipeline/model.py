@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from pipeline import files
 from pipeline.params import ModelParams
 
 
@@ -147,11 +148,9 @@ class GPT(nn.Module):
     def save_pretrained(self, directory: Path) -> None:
         """model.safetensors and config.json, written under temporary names and renamed."""
         from safetensors.torch import save_model
-        directory.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(directory / "model.safetensors.tmp"))
-        (directory / "config.json.tmp").write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
-        (directory / "model.safetensors.tmp").replace(directory / "model.safetensors")
-        (directory / "config.json.tmp").replace(directory / "config.json")
+        with files.replacing(directory / "model.safetensors", directory / "config.json") as (weights, config):
+            save_model(self, str(weights))
+            config.write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "GPT":

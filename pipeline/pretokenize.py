@@ -8,7 +8,6 @@ Every document is followed by the separator (the tokenizer's eos piece).
 
 import itertools
 import multiprocessing
-import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -16,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import progress, tokens
+from pipeline import files, progress, tokens
 from pipeline.errors import PipelineError
 from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
 from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams, usable_cores
 from pipeline.tokenizer import file_sha256
-from pipeline.word_cache import WordCacheEncoder
+from pipeline.word_cache import SPACE, WordCacheEncoder
 
 
 @dataclass
@@ -37,6 +36,8 @@ class Batch:
     words: int = 0
     """Words seen and words the encoder had to run BPE on (for the summary's cache hit rate)."""
     misses: int = 0
+    marked: int = 0
+    """Documents holding U+2581, SentencePiece's whitespace marker: it decodes as a space."""
 
 
 _encoder: WordCacheEncoder | None = None
@@ -66,7 +67,7 @@ def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
     flat = np.frombuffer(b"".join(itertools.chain.from_iterable((doc, eos) for doc in encoded)), tokens.DTYPES[dtype])
     doc_tokens = np.array([len(doc) // width + 1 for doc in encoded], dtype=np.uint64)
     return Batch(flat, doc_tokens, np.array(doc_bytes, dtype=np.uint64), set_names, bad,
-                 _encoder.words - words, _encoder.misses - misses)
+                 _encoder.words - words, _encoder.misses - misses, sum(SPACE in text for text in texts))
 
 
 class _Done:
@@ -126,9 +127,6 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
         raise PipelineError(f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
                             "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun")
     reader = ShardReader(raw)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_bin, tmp_idx = output.with_name(output.name + ".tmp"), tokens.index_path(output).with_name(
-        tokens.index_path(output).name + ".tmp")
     set_ids: dict[str, int] = {}
     per_set: dict[str, Counter] = {}
     bad_records: Counter = Counter()
@@ -136,16 +134,17 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
     started = time.monotonic()
     workers = params.workers or usable_cores()
     executor = _Inline(str(model), params.dtype) if workers == 1 else _Pool(str(model), params.dtype, workers)
-    words = misses = 0
+    words = misses = marked = 0
     try:
-        with open(tmp_bin, "wb") as bin_out, open(tmp_idx, "wb") as idx_out, \
+        with files.replacing(tokens.index_path(output), output) as (tmp_idx, tmp_bin), \
+                open(tmp_bin, "wb") as bin_out, open(tmp_idx, "wb") as idx_out, \
                 progress.bar(reader.size, f"pretokenize {raw.name}") as pbar:
             pending: deque = deque()
 
             def write_oldest() -> None:
-                nonlocal n_tokens, n_docs, n_bytes, words, misses
+                nonlocal n_tokens, n_docs, n_bytes, words, misses, marked
                 batch: Batch = pending.popleft().get()
-                words, misses = words + batch.words, misses + batch.misses
+                words, misses, marked = words + batch.words, misses + batch.misses, marked + batch.marked
                 for number, kind, message in batch.bad:
                     if params.on_bad_record == "error":
                         raise PipelineError(bad_record_message(raw, number, message))
@@ -172,14 +171,10 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
                     write_oldest()
             while pending:
                 write_oldest()
-        if n_docs == 0:
-            raise PipelineError(f"{raw}: contains no documents")
-        os.replace(tmp_idx, tokens.index_path(output))
-        os.replace(tmp_bin, output)
+            if n_docs == 0:
+                raise PipelineError(f"{raw}: contains no documents")
     finally:
         executor.close()
-        tmp_bin.unlink(missing_ok=True)
-        tmp_idx.unlink(missing_ok=True)
     metadata = {
         "format": tokens.FORMAT,
         "source": str(raw),
@@ -194,6 +189,7 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
         "pile_set_names": list(set_ids),
         "per_set": {name: dict(counts) for name, counts in per_set.items()},
         "bad_records": dict(bad_records),
+        "docs_with_space_marker": marked,
     }
     progress.write_json_atomic(tokens.metadata_path(output), metadata)
     probe.words, probe.misses = words, misses
@@ -209,7 +205,9 @@ def run_stage(p: Params, key: str) -> None:
     progress.summary(f"pretokenize@{key}", {
         "from": raw,
         "to": f"{output} ({meta['dtype']}), {tokens.index_path(output).name}, {tokens.metadata_path(output).name}",
-        "documents": f"{meta['n_docs']:,}" + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else ""),
+        "documents": f"{meta['n_docs']:,}" + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else "")
+                     + (f"; {meta['docs_with_space_marker']:,} hold U+2581 (▁), which decodes as a space"
+                        if meta["docs_with_space_marker"] else ""),
         "tokens": f"{meta['n_tokens']:,} ({meta['n_tokens'] / max(meta['n_bytes'], 1):.3f} per byte of text)",
         "speed": f"{meta['n_bytes'] / max(seconds, 1e-9) / 1e6:.2f} MB/s of text with {meta['workers']} "
                  f"workers ({seconds:.1f} s)",

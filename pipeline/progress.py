@@ -8,6 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline import files
+
 
 def bar(total: float | None, desc: str, unit: str = "B", initial: float = 0) -> tqdm:
     """A bar with rate and ETA on stderr; redrawn rarely when stderr is a log file, not a terminal."""
@@ -26,7 +28,5 @@ def summary(title: str, rows: dict[str, Any]) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write sorted, indented JSON to a temporary name and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with files.replacing(path) as (tmp,):
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

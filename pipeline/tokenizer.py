@@ -9,20 +9,25 @@ The original command of this project's seed,
 is `command_line(flags)` for the same flags; see presets/pile.yaml.
 """
 
+import errno
 import hashlib
+import multiprocessing
 import os
+import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 
-from pipeline import progress
+from pipeline import files, progress
 from pipeline.errors import PipelineError
 from pipeline.params import CORPUS_DIR, METRICS_DIR, TOKENIZER_DIR, Params
 
 # SentencePiece's BPE trainer peaks at 11-16x the loaded text (measured with 0.2.3); plan for the top.
 RAM_PER_TEXT_BYTE = 16
+FULL_DISK_BYTES = 1 << 20  # SentencePiece reports a failed write without its reason: this little room left means a full disk
 ROUNDTRIP_LINES = 2000  # corpus lines encoded and decoded after training, to report lossy flags
 
 
@@ -76,23 +81,51 @@ def check_memory(inputs: list[Path], available: int) -> int:
 def train(inputs: list[Path], model_prefix: Path, flags: dict[str, Any]) -> None:
     """Train into `<model_prefix>.model` and `.vocab`, renamed into place only when both are complete.
 
-    The temporary prefix is fixed, not random: SentencePiece records it in the model, and the same
-    inputs and flags must give a byte-identical file.
+    SentencePiece trains in a child process: its C++ loop never returns to Python until it is done
+    (hours on the Pile), so only a parent that waits can honour Ctrl-C or SIGTERM at once, by
+    killing it. The temporary prefix is fixed, not random: SentencePiece records it in the model,
+    and the same inputs and flags must give a byte-identical file.
     """
     for path in inputs:
         if not path.is_file():
             raise PipelineError(f"{path}: no such corpus file; run `dvc repro corpus` first")
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp_prefix = model_prefix.with_name(model_prefix.name + ".tmp")
+    temps = [Path(f"{tmp_prefix}{suffix}") for suffix in (".vocab", ".model")]  # the model last: its presence means the pair is complete
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_train_child, args=(send, ",".join(map(str, inputs)), str(tmp_prefix), flags))
     try:
-        spm.SentencePieceTrainer.train(input=",".join(map(str, inputs)), model_prefix=str(tmp_prefix), **flags)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise PipelineError(f"tokenizer: SentencePiece training failed: {exc}") from None
+        child.start()
+        send.close()
+        child.join()
+        failure = receive.recv() if receive.poll() else f"the trainer died with exit code {child.exitcode}"
+        if failure and shutil.disk_usage(model_prefix.parent).free < FULL_DISK_BYTES:
+            raise files.no_room(model_prefix.with_suffix(".model"), OSError(errno.ENOSPC, failure))
+        if failure:
+            raise PipelineError(f"tokenizer: SentencePiece training failed: {failure}")
+        files.publish([(tmp, Path(f"{model_prefix}{tmp.suffix}")) for tmp in temps])
+    except OSError as exc:
+        if exc.errno in files.NO_ROOM:
+            raise files.no_room(model_prefix.with_suffix(".model"), exc) from None
+        raise
     finally:
-        if not Path(f"{tmp_prefix}.model").exists():
-            Path(f"{tmp_prefix}.vocab").unlink(missing_ok=True)
-    for suffix in (".vocab", ".model"):  # the model last: its presence means the pair is complete
-        os.replace(f"{tmp_prefix}{suffix}", f"{model_prefix}{suffix}")
+        if child.is_alive():
+            child.kill()
+            child.join()
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def _train_child(send, input: str, model_prefix: str, flags: dict[str, Any]) -> None:
+    """SentencePiece's training, in the child; sends its error as text, or None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    try:
+        spm.SentencePieceTrainer.train(input=input, model_prefix=model_prefix, **flags)
+    except (RuntimeError, OSError, ValueError) as exc:
+        send.send(str(exc))
+        return
+    send.send(None)
 
 
 def roundtrip(processor: spm.SentencePieceProcessor, lines: list[str]) -> int:

@@ -1,8 +1,8 @@
 """The train stage: a Lightning Trainer built from params, resumable, exported at the end."""
 
 import dataclasses
+import io
 import json
-import os
 import shutil
 import time
 import uuid
@@ -12,9 +12,10 @@ import pytorch_lightning as pl
 import sentencepiece as spm
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from pipeline import progress
+from pipeline import files, progress
 from pipeline.data import TokenDataModule, check_arrays
 from pipeline.errors import PipelineError
 from pipeline.lit import GPTModule
@@ -124,6 +125,20 @@ def _loggers(p: Params, run_id: str, resuming: bool) -> list:
     return loggers
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final name, flushed, then renamed (pipeline.files): a write
+    cut short by a kill or a full disk never replaces the last good one. Lightning's own save goes
+    through the system's temporary directory, and a move from another filesystem is a plain copy."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()  # as Lightning does; writing to the file directly, torch hides ENOSPC in a RuntimeError
+        torch.save(checkpoint, buffer)
+        with files.replacing(Path(path)) as (tmp,):
+            tmp.write_bytes(buffer.getbuffer())
+
+
 def export(trainer: pl.Trainer, config: GPTConfig, tokenizer_model: Path) -> None:
     """model.safetensors, config.json and the tokenizer in data/model, from the full weights."""
     state = trainer.strategy.lightning_module_state_dict()  # every rank takes part under FSDP
@@ -131,8 +146,8 @@ def export(trainer: pl.Trainer, config: GPTConfig, tokenizer_model: Path) -> Non
         model = GPT(config)
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
         model.save_pretrained(MODEL_DIR)
-        shutil.copyfile(tokenizer_model, MODEL_DIR / "tokenizer.model.tmp")
-        os.replace(MODEL_DIR / "tokenizer.model.tmp", MODEL_DIR / "tokenizer.model")
+        with files.replacing(MODEL_DIR / "tokenizer.model") as (copy,):
+            shutil.copyfile(tokenizer_model, copy)
 
 
 def run_stage(p: Params) -> None:
@@ -150,7 +165,7 @@ def run_stage(p: Params) -> None:
     data = TokenDataModule(train_paths, p.data.tokens_path("val"), tokenizer_model, vocab_size, p.model.block_size,
                            p.train.batch_size, p.train.grad_accum, p.train.seed, p.train.val_windows,
                            p.train.num_workers)
-    last = ModelCheckpoint(dirpath=CHECKPOINT_DIR, save_top_k=0, save_last=True,
+    last = ModelCheckpoint(dirpath=CHECKPOINT_DIR, save_top_k=0, save_last=True, enable_version_counter=False,
                            every_n_train_steps=p.train.checkpoint_every)
     best = ModelCheckpoint(dirpath=CHECKPOINT_DIR, filename="best", monitor="val/loss", mode="min",
                            save_top_k=1, enable_version_counter=False)
@@ -165,7 +180,7 @@ def run_stage(p: Params) -> None:
         accumulate_grad_batches=p.train.grad_accum, gradient_clip_val=p.train.grad_clip or None,
         val_check_interval=p.train.val_check_interval * p.train.grad_accum, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=p.train.log_every,
-        callbacks=[last, best], logger=loggers, default_root_dir=str(MODEL_DIR), enable_model_summary=True,
+        callbacks=[last, best], logger=loggers, plugins=[AtomicCheckpointIO()], default_root_dir=str(MODEL_DIR), enable_model_summary=True,
     )
     started = time.monotonic()
     if resume_from is None:

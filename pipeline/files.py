@@ -1,0 +1,62 @@
+"""Outputs that appear whole or not at all, even across a power cut or a full disk.
+
+Every stage writes under a temporary name beside the output (`<name>.tmp`, which .dvcignore keeps
+out of DVC's directory hashes), flushes it to disk, renames it over the output and flushes the
+directory. A reader, DVC included, sees the previous file or the complete new one, never a part.
+The temporary names are fixed, not random, so a rerun after a crash overwrites what was left.
+"""
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import PipelineError
+
+TMP_SUFFIX = ".tmp"
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def temporary(output: Path) -> Path:
+    return output.with_name(output.name + TMP_SUFFIX)
+
+
+def publish(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each (temporary, output), in order, after forcing the data to disk."""
+    for tmp, _ in pairs:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    for tmp, output in pairs:
+        os.replace(tmp, output)
+    for directory in {output.parent for _, output in pairs}:
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # the renames themselves survive a power cut
+        finally:
+            os.close(descriptor)
+
+
+@contextmanager
+def replacing(*outputs: Path) -> Iterator[list[Path]]:
+    """Yield a temporary path per output; when the block ends without error, publish them in the
+    order given (put last the file whose presence means the set is complete); on any error remove
+    them. A full disk becomes a PipelineError naming the output, whose previous version is untouched."""
+    temps = [temporary(output) for output in outputs]
+    for output in outputs:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield temps
+        publish(list(zip(temps, outputs)))
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise no_room(outputs[-1], exc) from None
+        raise
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def no_room(output: Path, exc: OSError) -> PipelineError:
+    return PipelineError(f"{output}: cannot write it: {os.strerror(exc.errno)} in {output.parent}; "
+                         "the previous version, if any, is untouched: free some space and rerun")
