@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 
-from pipeline import progress
+from pipeline import files, progress
 from pipeline.errors import PipelineError
 from pipeline.params import METRICS_DIR, SHARD_SUFFIX, DownloadParams, Params
 
@@ -85,7 +85,7 @@ def fetch(source: str, relative: str, output: Path, expected_sha256: str | None,
         raise PipelineError(f"{output}: sha256 mismatch: got {digest}, expected {expected} (from "
                             f"{'data.shards in params' if checked_against == 'params' else 'the server'}); "
                             "the file was deleted: check data.source and the checksum, then rerun")
-    os.replace(part, output)
+    files.publish([(part, output)])
     _discard(part)
     return Fetched(output, output.stat().st_size, digest, checked_against if expected else "none", retries)
 
@@ -93,11 +93,17 @@ def fetch(source: str, relative: str, output: Path, expected_sha256: str | None,
 def _copy(local: Path, part: Path) -> None:
     if not local.is_file():
         raise PipelineError(f"{local}: no such file on the mirror; check data.source and data.shards")
-    with open(local, "rb") as src, open(part, "wb") as dst, \
-            progress.bar(local.stat().st_size, f"copy {local.name}") as pbar:
-        while chunk := src.read(COPY_CHUNK):
-            dst.write(chunk)
-            pbar.update(len(chunk))
+    try:
+        with open(local, "rb") as src, open(part, "wb") as dst, \
+                progress.bar(local.stat().st_size, f"copy {local.name}") as pbar:
+            while chunk := src.read(COPY_CHUNK):
+                dst.write(chunk)
+                pbar.update(len(chunk))
+    except OSError as exc:
+        if exc.errno in files.NO_ROOM:
+            _discard(part)
+            raise files.no_room(part.with_suffix(""), exc) from None
+        raise
 
 
 def _http_download(url: str, part: Path, params: DownloadParams, log) -> tuple[str | None, int]:
@@ -156,6 +162,9 @@ def _attempt(url: str, part: Path, token: str | None, timeout_s: float) -> str |
                     received += len(chunk)
                     pbar.update(len(chunk))
         except (OSError, HTTPException) as exc:
+            if isinstance(exc, OSError) and exc.errno in files.NO_ROOM:
+                raise PipelineError(f"{part.with_suffix('')}: cannot write it: {os.strerror(exc.errno)}; "
+                                    f"{received:,} bytes kept in {part}: free some space and rerun to resume") from None
             if isinstance(exc, OSError) and exc.errno is not None and not _is_network_error(exc):
                 raise PipelineError(f"{part}: cannot write: {exc}") from None
             raise _Retry(f"connection lost at byte {received:,}: {exc.__class__.__name__} {exc}") from None
@@ -170,6 +179,9 @@ def _open(url: str, headers: dict, token: str | None, timeout_s: float) -> tuple
     """GET with redirects followed by hand; the token is sent only to the mirror's own host."""
     opener = urllib.request.build_opener(_NoRedirect)
     origin_host = urllib.parse.urlsplit(url).netloc
+    if token and urllib.parse.urlsplit(url).scheme == "http" and not _is_loopback(url):
+        raise PipelineError(f"{redact(url)}: refusing to send the token from download.auth_token_env over "
+                            "plain http, where anyone on the way can read it; use an https:// mirror")
     server_sha256 = None
     for _ in range(MAX_REDIRECTS + 1):
         request = urllib.request.Request(url, headers=headers)
@@ -184,6 +196,9 @@ def _open(url: str, headers: dict, token: str | None, timeout_s: float) -> tuple
             if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
                 url = urllib.parse.urljoin(url, exc.headers["Location"])
                 exc.close()
+                if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                    raise PipelineError(f"{redact(url)}: the mirror redirected to a {urllib.parse.urlsplit(url).scheme}: "
+                                        "URL; only http(s) redirects are followed") from None
                 continue
             raise _http_error(exc, url) from None
         except (urllib.error.URLError, OSError, HTTPException) as exc:
@@ -225,6 +240,10 @@ def _content_range(value: str) -> tuple[int, int | None]:
         return int(span.split("-")[0]), None if total == "*" else int(total)
     except ValueError:
         raise _Retry(f"unreadable Content-Range {value!r}") from None
+
+
+def _is_loopback(url: str) -> bool:
+    return urllib.parse.urlsplit(url).hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def _is_network_error(exc: OSError) -> bool:

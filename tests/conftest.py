@@ -61,7 +61,12 @@ class Behaviour:
 
     files: dict[str, bytes] = field(default_factory=dict)
     range_support: bool = True
-    drop_after: int | None = None       # close the first full-body response after this many bytes
+    drop_after: int | None = None       # close the first body response after this many bytes
+    faults: list[tuple[str, int]] = field(default_factory=list)
+    """Scripted misbehaviour of the next body responses, one each, in order: ("drop", n) closes after
+    n bytes, ("stall", n) goes silent for `stall_s` after n bytes, ("long", n) / ("short", n) states a
+    Content-Length n bytes longer / shorter than what it sends."""
+    stall_s: float = 2.0
     fail_statuses: list[int] = field(default_factory=list)  # answered, in order, before any success
     retry_after: str | None = None
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
@@ -106,18 +111,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
+        payload = body[start:]
+        fault, amount = b.faults.pop(0) if b.faults else (None, 0)
+        if b.drop_after is not None:
+            fault, amount, b.drop_after = "drop", b.drop_after, None
+        stated = len(payload) + {"long": amount, "short": -amount}.get(fault, 0)
+        if fault == "short":
+            payload = payload[:stated]  # a body that ends where its (wrong) length says
+        self.send_header("Content-Length", str(stated))
         self.send_header("ETag", '"v1"')
         self.end_headers()
-        payload = body[start:]
-        if b.drop_after is not None:
-            cut, b.drop_after = b.drop_after, None
-            self.wfile.write(payload[:cut])
+        if fault in ("drop", "stall"):
+            self.wfile.write(payload[:amount])
             self.wfile.flush()
+            if fault == "stall":
+                threading.Event().wait(b.stall_s)
             self.close_connection = True
             self.connection.shutdown(2)
             return
         self.wfile.write(payload)
+        if fault == "long":
+            self.close_connection = True
+            self.connection.shutdown(2)
 
 
 @pytest.fixture

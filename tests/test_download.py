@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import random
 import socket
 
 import pytest
@@ -131,3 +132,66 @@ def test_local_directory_and_file_url_sources(tmp_path):
 
 def test_redact_hides_credentials_and_signed_queries():
     assert download.redact("https://user:pw@cdn.example:8443/a/b?X-Amz-Signature=abc") == "https://cdn.example:8443/a/b"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_flaky_mirror_gives_the_exact_file_after_bounded_logged_retries(http_server, tmp_path, seed):
+    """Dropped connections at random offsets, a stall past the read timeout, a length that promises more
+    than it sends, and 429/503 with Retry-After, in a seeded random order."""
+    rng = random.Random(seed)
+    base, server = http_server
+    server.files["/train/00.jsonl.zst"] = BODY
+    server.fail_statuses = rng.sample([429, 503], 2)
+    server.retry_after = "0"
+    # offsets within what is left after earlier faults, so each one bites; the false length comes last
+    # as it sends the whole body
+    server.faults = rng.sample([("drop", rng.randrange(1, 70_000)), ("drop", rng.randrange(1, 70_000)),
+                                ("stall", rng.randrange(0, 70_000))], 3) + [("long", rng.randrange(1, 5_000))]
+    server.stall_s = 1.0
+    params = DownloadParams(retries=10, backoff_s=0.01, timeout_s=0.3)
+    result, messages = fetch(base, tmp_path / "00.jsonl.zst", SHA, params)
+    assert (tmp_path / "00.jsonl.zst").read_bytes() == BODY and result.sha256 == SHA
+    # 2 statuses + 3 cut transfers cost a retry each; the false length only does when nothing else
+    # (a resumed 206's Content-Range) says where the file ends
+    assert 5 <= result.retries <= 6 and len(messages) == result.retries
+    assert all(f"retry {n}/10" in message for n, message in enumerate(messages, 1))
+    assert any("timed out" in message for message in messages)
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_more_faults_than_retries_end_in_a_clear_error_and_no_output(http_server, tmp_path):
+    base, server = http_server
+    server.files["/train/00.jsonl.zst"] = BODY
+    server.faults = [("drop", 10_000)] * 5
+    params = DownloadParams(retries=3, backoff_s=0.01, timeout_s=5)
+    messages = []
+    with pytest.raises(PipelineError, match="giving up after 3 retries.*40,000 bytes kept.*rerun to resume"):
+        download.fetch(base, "train/00.jsonl.zst", tmp_path / "00.jsonl.zst", SHA, params, log=messages.append)
+    assert len(messages) == 3 and len(server.requests) == 4
+    assert not (tmp_path / "00.jsonl.zst").exists()
+
+
+def test_a_length_shorter_than_the_file_is_caught_by_the_checksum(http_server, tmp_path):
+    base, server = http_server
+    server.files["/train/00.jsonl.zst"] = BODY
+    server.faults = [("short", 1_000)]
+    with pytest.raises(PipelineError, match="sha256 mismatch.*the file was deleted"):
+        fetch(base, tmp_path / "00.jsonl.zst", SHA)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_redirect_to_a_local_file_is_refused(http_server, tmp_path):
+    base, server = http_server
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    server.redirects["/train/00.jsonl.zst"] = secret.as_uri()
+    with pytest.raises(PipelineError, match="redirected to a file: URL; only http"):
+        fetch(base, tmp_path / "out" / "00.jsonl.zst")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_the_token_is_never_sent_over_plain_http_beyond_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_MIRROR_TOKEN", "hf_plain_http_secret")
+    with pytest.raises(PipelineError, match="refusing to send the token .* over plain http") as caught:
+        fetch("http://mirror.example.org/pile", tmp_path / "00.jsonl.zst")
+    assert "hf_plain_http_secret" not in str(caught.value)
