@@ -18,6 +18,7 @@ sample document and on generated text).
 import itertools
 import operator
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import sentencepiece as spm
@@ -28,6 +29,7 @@ BPE = sentencepiece_model_pb2.TrainerSpec.BPE
 MAX_CACHED_CHARS = 64  # longer "words" (URLs, base64, long runs) rarely repeat: encode them, do not keep them
 MAX_ENTRIES = 1 << 20  # about 100-200 MB of cache at most; cleared, not evicted, once past it
 JOIN_CHARS = 4096  # unseen words per BPE call, in characters
+SEGMENT_CHARS = 1 << 20  # a longer text is encoded a slice of words at a time
 
 
 def word_boundary_problem(proto: sentencepiece_model_pb2.ModelProto) -> str | None:
@@ -70,11 +72,41 @@ class WordCacheEncoder:
         """For each text, the ids `SentencePieceProcessor.encode` gives, as little-endian `dtype` bytes."""
         if self.bpe_only is None:
             return [self._as_bytes(ids) for ids in self.processor.encode(texts, num_threads=1)]
-        if self.plain_spaces:
-            heads, docs = [""] * len(texts), [text.split(" ") if text else [] for text in texts]  # "" has no prefix
-        else:  # the text before the first ▁ (if any) is a word without ▁: encoded on its own
-            cut = [normalized.split(SPACE) for normalized in self.processor.normalize(texts)]
-            heads, docs = [parts[0] for parts in cut], [parts[1:] for parts in cut]
+        if not self.plain_spaces:
+            texts = self.processor.normalize(texts)
+        encoded = self._encode_words([self._words(text) for text in texts if len(text) <= SEGMENT_CHARS])
+        for i, text in enumerate(texts):
+            if len(text) > SEGMENT_CHARS:  # one segment of words at a time: memory stays near the text's own size
+                encoded.insert(i, b"".join(self._encode_words([piece])[0] for piece in self._segments(text)))
+        return encoded
+
+    def _words(self, text: str) -> tuple[str, list[str]]:
+        """(the part before the first word, which BPE sees alone; the words, each to be read as ▁ + word)."""
+        if self.plain_spaces:  # SentencePiece itself would add the ▁ before the first word
+            return "", text.split(" ") if text else []
+        head, *words = text.split(SPACE)
+        return head, words
+
+    def _segments(self, text: str) -> Iterator[tuple[str, list[str]]]:
+        """`_words(text)` in pieces of about SEGMENT_CHARS, cut between words."""
+        separator = " " if self.plain_spaces else SPACE
+        head, start = "", 0
+        if not self.plain_spaces:
+            first = text.find(SPACE)
+            if first < 0:
+                yield text, []
+                return
+            head, start = text[:first], first + 1
+        while True:
+            end = text.find(separator, start + SEGMENT_CHARS)
+            if end < 0:
+                yield head, text[start:].split(separator)
+                return
+            yield head, text[start:end].split(separator)
+            head, start = "", end + 1
+
+    def _encode_words(self, pieces: list[tuple[str, list[str]]]) -> list[bytes]:
+        heads, docs = [head for head, _ in pieces], [words for _, words in pieces]
         cache = self.cache
         looked = [list(map(cache.get, words)) for words in docs]  # per-word loops stay in C: map, compress, join
         unseen = list(set(itertools.chain.from_iterable(

@@ -6,7 +6,7 @@ import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import tokenizer
+from pipeline import tokenizer, word_cache
 from pipeline.word_cache import WordCacheEncoder
 from tests.conftest import LOSSLESS_FLAGS, sample_documents
 
@@ -65,3 +65,18 @@ def test_models_whose_pieces_span_words_fall_back_to_plain_encoding_and_say_why(
     encoder = assert_same_ids(tmp_path / "spans.model", sample_documents("test")[:50])
     assert "holds ▁ past its start" in encoder.fallback_reason
     assert encoder.describe().startswith("plain SentencePiece encode")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(TEXT, min_size=1, max_size=8), st.integers(1, 12), st.booleans())
+def test_long_texts_encoded_a_slice_of_words_at_a_time_keep_the_same_ids(small_model, seed_model,
+                                                                         texts, segment_chars, seed_flags):
+    """A text of tens of MB is cut between words to bound memory; tiny slices here cut everywhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(word_cache, "SEGMENT_CHARS", segment_chars)
+        assert_same_ids(seed_model if seed_flags else small_model, texts, batch=3)
+
+
+def test_a_long_sample_document_is_cut_into_slices_with_the_same_ids(small_model, monkeypatch):
+    monkeypatch.setattr(word_cache, "SEGMENT_CHARS", 1000)
+    assert_same_ids(small_model, ["\n".join(sample_documents("val")[:200])])
