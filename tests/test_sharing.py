@@ -60,6 +60,10 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert {"pretokenize@00", "pretokenize@01"} <= set(lock)
     assert "up to date" in run(repo, "dvc", "status", "pretokenize@00", "pretokenize@01").stdout
+    arrays = sorted((repo / "data/tokens/train").glob("0[01].*"))
+    concurrent = [path.read_bytes() for path in arrays]
+    run(repo, "dvc", "repro", "--force", "--single-item", "pretokenize@00", "pretokenize@01")  # one after the other
+    assert [path.read_bytes() for path in arrays] == concurrent and len(arrays) == 6
 
 
 def test_two_clean_clones_build_identical_artifacts_and_losses(built, tmp_path):
