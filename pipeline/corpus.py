@@ -16,7 +16,7 @@ from typing import Iterator
 
 from pipeline import files, progress
 from pipeline.errors import PipelineError
-from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
+from pipeline.jsonl import BadRecord, Record, ShardReader, bad_record_message, parse_record
 from pipeline.params import CORPUS_DIR, METRICS_DIR, Params
 
 WHITESPACE = b" \t"
@@ -67,90 +67,91 @@ def split_line(line: bytes, max_bytes: int) -> list[bytes]:
     return pieces
 
 
-def _lines(path: Path, max_bytes: int, on_bad_record: str, stats: CorpusStats | None,
-           pbar=None) -> Iterator[tuple[str, bytes]]:
-    """Every candidate line of a shard with its set name; counts into `stats` when given."""
+def build(raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int,
+          on_bad_record: str = "error") -> CorpusStats:
+    """Write at most `line_quota` lines of `raw`'s text to `output`, a uniform sample seeded by `seed`."""
+    stats = CorpusStats()
+    _count(raw, max_bytes, on_bad_record, stats)
+    if stats.docs == 0:
+        raise PipelineError(f"{raw}: contains no documents")
+    with files.replacing(output) as (tmp,):
+        _select(raw, tmp, line_quota, seed, max_bytes, stats)
+    return stats
+
+
+def _records(path: Path, on_bad_record: str, stats: CorpusStats | None, pbar) -> Iterator[Record]:
+    """Every record of a shard; bad ones stop the stage or are skipped (counted when `stats` is given)."""
     reader = ShardReader(path)
     for number, raw in reader.lines():
-        if pbar is not None:
-            pbar.update(reader.compressed_pos - pbar.n)
+        pbar.update(reader.compressed_pos - pbar.n)
         try:
-            record = parse_record(raw, number)
+            yield parse_record(raw, number)
         except BadRecord as exc:
             if on_bad_record == "error":
                 raise PipelineError(bad_record_message(path, number, str(exc))) from None
             if stats is not None:
                 stats.bad_records[exc.kind] += 1
+
+
+def _candidates(text: str, max_bytes: int, stats: CorpusStats | None = None) -> list[bytes]:
+    """A text's non-empty lines in UTF-8, those over max_bytes split (counted into `stats` when given)."""
+    kept = [line.encode("utf-8") for line in text.split("\n") if line]
+    if max(map(len, kept), default=0) <= max_bytes:
+        return kept
+    fitting = []
+    for line in kept:
+        if len(line) <= max_bytes:
+            fitting.append(line)
             continue
+        pieces = split_line(line, max_bytes)
+        fitting += pieces
         if stats is not None:
+            stats.long_lines_split += 1
+            stats.splits_without_whitespace += sum(piece[:1] not in (b" ", b"\t") for piece in pieces[1:])
+    return fitting
+
+
+def _count(raw: Path, max_bytes: int, on_bad_record: str, stats: CorpusStats) -> None:
+    """First pass: the documents, lines and candidate lines (selection sampling needs their total)."""
+    with progress.bar(raw.stat().st_size if raw.exists() else None, f"corpus {raw.name} (count)") as pbar:
+        for record in _records(raw, on_bad_record, stats, pbar):
+            lines = record.text.split("\n")
+            empty = lines.count("")
             stats.docs += 1
             stats.per_set[record.set_name]["docs"] += 1
-        for text_line in record.text.split("\n"):
-            if stats is not None:
-                stats.text_lines += 1
-            if not text_line:
-                if stats is not None:
-                    stats.empty_lines += 1
-                continue
-            encoded = text_line.encode("utf-8")
-            if len(encoded) <= max_bytes:
-                yield record.set_name, encoded
-                continue
-            pieces = split_line(encoded, max_bytes)
-            if stats is not None:
-                stats.long_lines_split += 1
-                stats.splits_without_whitespace += sum(
-                    1 for piece in pieces[1:] if piece[:1] not in (b" ", b"\t"))
-            for piece in pieces:
-                yield record.set_name, piece
+            stats.text_lines += len(lines)
+            stats.empty_lines += empty
+            if record.n_bytes <= max_bytes:  # no line to split: counted without encoding any
+                stats.candidate_lines += len(lines) - empty
+            else:
+                stats.candidate_lines += len(_candidates(record.text, max_bytes, stats))
 
 
-def build(raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int,
-          on_bad_record: str = "error") -> CorpusStats:
-    """Write at most `line_quota` lines of `raw`'s text to `output`, a uniform sample seeded by `seed`."""
-    stats = CorpusStats()
-    with files.replacing(output) as (tmp,):
-        with progress.bar(raw.stat().st_size if raw.exists() else None, f"corpus {raw.name} (count)") as pbar:
-            with open(tmp, "wb") as out:
-                for set_name, line in _lines(raw, max_bytes, on_bad_record, stats, pbar):
-                    stats.candidate_lines += 1
-                    if stats.candidate_lines <= line_quota:
-                        out.write(line + b"\n")
-                        _count_selected(stats, set_name, line)
-        if stats.docs == 0:
-            raise PipelineError(f"{raw}: contains no documents")
-        if stats.candidate_lines > line_quota:
-            _forget_selection(stats)
-            _select(raw, tmp, line_quota, seed, max_bytes, on_bad_record, stats)
-    return stats
-
-
-def _select(raw: Path, tmp: Path, line_quota: int, seed: str, max_bytes: int, on_bad_record: str,
-            stats: CorpusStats) -> None:
-    """Knuth's selection sampling: line i is kept with probability (still needed) / (still to see)."""
+def _select(raw: Path, tmp: Path, line_quota: int, seed: str, max_bytes: int, stats: CorpusStats) -> None:
+    """Second pass, Knuth's selection sampling: each line is kept with probability (still needed) /
+    (still to see). Once every line left is needed, the rest are kept without drawing (same lines)."""
     rng = random.Random(seed)
-    remaining = stats.candidate_lines
-    with open(tmp, "wb") as out, progress.bar(remaining, f"corpus {raw.name} (sample)", unit="line") as pbar:
-        for set_name, line in _lines(raw, max_bytes, on_bad_record, None):
-            if rng.random() * remaining < line_quota - stats.selected_lines:
-                out.write(line + b"\n")
-                _count_selected(stats, set_name, line)
-            remaining -= 1
-            pbar.update()
-
-
-def _forget_selection(stats: CorpusStats) -> None:
-    stats.selected_lines = stats.selected_bytes = 0
-    for counts in stats.per_set.values():
-        counts.pop("selected_lines", None)
-        counts.pop("selected_bytes", None)
-
-
-def _count_selected(stats: CorpusStats, set_name: str, line: bytes) -> None:
-    stats.selected_lines += 1
-    stats.selected_bytes += len(line) + 1
-    stats.per_set[set_name]["selected_lines"] += 1
-    stats.per_set[set_name]["selected_bytes"] += len(line) + 1
+    remaining, needed = stats.candidate_lines, line_quota
+    with open(tmp, "wb") as out, progress.bar(raw.stat().st_size, f"corpus {raw.name} (sample)") as pbar:
+        for record in _records(raw, "skip", None, pbar):  # bad records were dealt with by the first pass
+            lines = _candidates(record.text, max_bytes)
+            if remaining <= needed:
+                chosen = lines
+                remaining, needed = remaining - len(lines), needed - len(lines)
+            else:
+                chosen = []
+                for line in lines:
+                    if rng.random() * remaining < needed:
+                        chosen.append(line)
+                        needed -= 1
+                    remaining -= 1
+            if chosen:
+                out.write(b"\n".join(chosen) + b"\n")
+                size = sum(map(len, chosen)) + len(chosen)
+                stats.selected_lines += len(chosen)
+                stats.selected_bytes += size
+                stats.per_set[record.set_name]["selected_lines"] += len(chosen)
+                stats.per_set[record.set_name]["selected_bytes"] += size
 
 
 def run_stage(p: Params, key: str) -> None:
