@@ -28,5 +28,10 @@ clean-venv:
 	rm -rf $(VENV)
 
 bench: install  # benchmarks, not tests: ratios measured side by side, written to bench/results/
-	dvc repro tokenizer
+	pip install --quiet --constraint requirements.lock -e '.[bench]'
+	dvc repro
 	python bench/pretokenize.py
+	python bench/corpus.py
+	python bench/training.py
+	python bench/dvc_noop.py
+	python bench/peers.py
