@@ -155,45 +155,43 @@ def test_stage_killed_or_interrupted_anywhere_is_finished_by_a_rerun_with_identi
     # `kill` or a batch system's grace period sends it), in the middle of the stage's own work:
     # a prompt, clean exit, workers stopped, nothing half-written left
     for signum, to_group in ((signal.SIGINT, True), (signal.SIGTERM, False)):
-        if stage == "train":
-            fresh_training(repo)
-        before = recorded(repo)
-        watcher = Watcher(repo, expected)
-        watcher.start()
-        child = start(repo, stage)
-        while (process := stage_process(child)) is None and child.poll() is None:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.2, 0.5) * duration / 2)
-        if to_group:
-            os.killpg(child.pid, signum)
-        elif process is not None:
-            with contextlib.suppress(psutil.NoSuchProcess):  # a stage may finish before the signal comes
-                process.send_signal(signum)
-        assert group_gone(child, within_s=15), f"{stage}: still running 15 s after {signum.name}"
-        watcher.stop.set()
-        watcher.join()
-        assert not watcher.wrong, f"{stage}: partial output seen after {signum.name}: {watcher.wrong}"
-        assert not leftovers(repo), f"{stage}: temporaries left after {signum.name}"
-        check_recovers(repo, stage, expected, before)
+        with disturbed(repo, stage, expected, f"after {signum.name}", within_s=15, cleans_up=True) as child:
+            while (process := stage_process(child)) is None and child.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.2, 0.5) * duration / 2)
+            if to_group:
+                os.killpg(child.pid, signum)
+            elif process is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):  # a stage may finish before the signal comes
+                    process.send_signal(signum)
 
     # SIGKILL of the whole group (a power cut, the OOM killer, scancel) at seeded random moments
     for fraction in (rng.uniform(0.2, 0.6), rng.uniform(0.6, 1.0)):
-        if stage == "train":
-            fresh_training(repo)
-        before = recorded(repo)
-        watcher = Watcher(repo, expected)
-        watcher.start()
-        child = start(repo, stage)
-        try:
-            child.wait(timeout=fraction * duration)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        assert group_gone(child, within_s=5)
-        watcher.stop.set()
-        watcher.join()
-        assert not watcher.wrong, f"{stage}: partial output seen at an output path: {watcher.wrong}"
-        check_recovers(repo, stage, expected, before)
+        with disturbed(repo, stage, expected, "at an output path", within_s=5) as child:
+            try:
+                child.wait(timeout=fraction * duration)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def disturbed(repo: Path, stage: str, expected: dict, when: str, within_s: float, cleans_up: bool = False):
+    """Start the stage under a watcher, let the caller disturb it, then check it is gone, that no
+    partial output was ever seen (nor, when it could clean up, any temporary), and that a rerun
+    finishes the job."""
+    if stage == "train":
+        fresh_training(repo)
+    before = recorded(repo)
+    watcher = Watcher(repo, expected)
+    watcher.start()
+    child = start(repo, stage)
+    yield child
+    assert group_gone(child, within_s), f"{stage}: still running {within_s} s {when}"
+    watcher.stop.set()
+    watcher.join()
+    assert not watcher.wrong, f"{stage}: partial output seen {when}: {watcher.wrong}"
+    assert not (cleans_up and leftovers(repo)), f"{stage}: temporaries left {when}: {leftovers(repo)}"
+    check_recovers(repo, stage, expected, before)
 
 
 REPORT = ("import hashlib, json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
