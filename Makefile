@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 TORCH := torch==$(shell sed -n 's/^torch==//p' requirements.lock)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test bench clean-venv
+.PHONY: install run test test-fast lint bench clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ install: $(VENV)/.installed
 run: install
 	dvc repro
 
-test: install
+test: install  # every test (~15 min on 2 cores)
 	pytest
+
+test-fast: install  # everything but the slow tier (full dvc runs, trainings, fault injection): a few minutes
+	pytest -m "not slow"
+
+lint: install  # what CI checks before the tests
+	ruff check .
+	ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)

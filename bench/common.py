@@ -14,17 +14,30 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
 
-from pipeline.params import usable_cores  # noqa: E402
+from pipeline.machine import usable_cores  # noqa: E402
 
 
 def machine() -> dict:
     import numpy as np
     import sentencepiece as spm
     import zstandard
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    info = {"cores": usable_cores(), "cpu": cpu, "python": platform.python_version(),
-            "sentencepiece": spm.__version__, "numpy": np.__version__, "zstandard": zstandard.__version__}
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    info = {
+        "cores": usable_cores(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "sentencepiece": spm.__version__,
+        "numpy": np.__version__,
+        "zstandard": zstandard.__version__,
+    }
     for name in ("torch", "pytorch_lightning", "dvc", "datasets"):
         try:
             info[name] = __import__(name).__version__
@@ -42,8 +55,13 @@ def timed(fn) -> float:
 def child_peak(command: list[str], env: dict | None = None) -> tuple[str, float, int]:
     """Run a command; return its stdout, wall seconds and the peak RSS of its whole process tree (sampled)."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PILE_GPT_PROGRESS": "0", **(env or {})})
+    child = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PILE_GPT_PROGRESS": "0", **(env or {})},
+    )
     tree, peak = psutil.Process(child.pid), 0
     while child.poll() is None:
         try:

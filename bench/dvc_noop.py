@@ -25,13 +25,18 @@ def main() -> None:
     assert "Running stage" not in dvc("repro").stdout
     stat = [timed(lambda: dvc("status")) for _ in range(5)]
     stages = len(dvc("stage", "list").stdout.splitlines())
-    results = {"stages": stages, "repro_s_best": min(repro), "repro_s_median": statistics.median(repro),
-               "status_s_best": min(stat), "status_s_median": statistics.median(stat)}
+    results = {
+        "stages": stages,
+        "repro_s_best": min(repro),
+        "repro_s_median": statistics.median(repro),
+        "status_s_best": min(stat),
+        "status_s_median": statistics.median(stat),
+    }
     save("dvc_noop", results)
     print(f"""| measure | result |
 |---|---|
-| no-op `dvc repro`, {stages} stages, everything cached | {results['repro_s_median']:.2f} s median (best {results['repro_s_best']:.2f} s) |
-| `dvc status` on the same repository | {results['status_s_median']:.2f} s median (best {results['status_s_best']:.2f} s) |""")
+| no-op `dvc repro`, {stages} stages, everything cached | {results["repro_s_median"]:.2f} s median (best {results["repro_s_best"]:.2f} s) |
+| `dvc status` on the same repository | {results["status_s_median"]:.2f} s median (best {results["status_s_best"]:.2f} s) |""")
 
 
 if __name__ == "__main__":

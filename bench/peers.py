@@ -72,14 +72,24 @@ def compare(shard: Path, tmp: Path, label: str) -> dict:
     peer_out, stage_out = tmp / f"peer-{label}.bin", tmp / f"stage-{label}.bin"
     peer_tokens, peer_s, peer_peak = child_peak(
         [sys.executable, "-c", DATASETS_MAP, str(shard), str(MODEL), str(peer_out), str(workers), str(cache)],
-        {"HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"})
+        {"HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"},
+    )
     stage_tokens, stage_s, stage_peak = child_peak(
-        [sys.executable, "-c", STAGE, str(shard), str(MODEL), str(stage_out), str(workers)])
+        [sys.executable, "-c", STAGE, str(shard), str(MODEL), str(stage_out), str(workers)]
+    )
     same = np.array_equal(np.fromfile(peer_out, dtype=np.uint16), np.fromfile(stage_out, dtype="<u2"))
-    return {"workers": workers, "datasets_map_s": peer_s, "stage_s": stage_s, "speedup": peer_s / stage_s,
-            "datasets_map_peak_rss_mb": peer_peak / 1e6, "stage_peak_rss_mb": stage_peak / 1e6,
-            "datasets_cache_mb": directory_bytes(cache) / 1e6, "identical_tokens": bool(same),
-            "tokens": int(stage_tokens.split()[-1]), "peer_tokens": int(peer_tokens.split()[-1])}
+    return {
+        "workers": workers,
+        "datasets_map_s": peer_s,
+        "stage_s": stage_s,
+        "speedup": peer_s / stage_s,
+        "datasets_map_peak_rss_mb": peer_peak / 1e6,
+        "stage_peak_rss_mb": stage_peak / 1e6,
+        "datasets_cache_mb": directory_bytes(cache) / 1e6,
+        "identical_tokens": bool(same),
+        "tokens": int(stage_tokens.split()[-1]),
+        "peer_tokens": int(peer_tokens.split()[-1]),
+    }
 
 
 def main() -> None:
@@ -94,13 +104,13 @@ def main() -> None:
         results = {"shard": compare(SHARD, tmp, "1x"), "shard_x4": compare(four, tmp, "4x")}
     save("peers", results)
     one, four = results["shard"], results["shard_x4"]
-    print(f"""| measure ({one['workers']} workers) | `datasets` map + memmap (nanoGPT's way) | pretokenize stage |
+    print(f"""| measure ({one["workers"]} workers) | `datasets` map + memmap (nanoGPT's way) | pretokenize stage |
 |---|---|---|
-| wall time, train/00 | {one['datasets_map_s']:.1f} s | {one['stage_s']:.1f} s (**{one['speedup']:.2f}x** faster) |
-| wall time, train/00 x4 | {four['datasets_map_s']:.1f} s | {four['stage_s']:.1f} s (**{four['speedup']:.2f}x** faster) |
-| peak RSS, train/00 -> x4 | {one['datasets_map_peak_rss_mb']:.0f} -> {four['datasets_map_peak_rss_mb']:.0f} MB | {one['stage_peak_rss_mb']:.0f} -> {four['stage_peak_rss_mb']:.0f} MB |
-| extra disk (the `datasets` cache), x4 | {four['datasets_cache_mb']:.0f} MB | none |
-| same token ids | {'yes' if one['identical_tokens'] and four['identical_tokens'] else 'NO'} | |""")
+| wall time, train/00 | {one["datasets_map_s"]:.1f} s | {one["stage_s"]:.1f} s (**{one["speedup"]:.2f}x** faster) |
+| wall time, train/00 x4 | {four["datasets_map_s"]:.1f} s | {four["stage_s"]:.1f} s (**{four["speedup"]:.2f}x** faster) |
+| peak RSS, train/00 -> x4 | {one["datasets_map_peak_rss_mb"]:.0f} -> {four["datasets_map_peak_rss_mb"]:.0f} MB | {one["stage_peak_rss_mb"]:.0f} -> {four["stage_peak_rss_mb"]:.0f} MB |
+| extra disk (the `datasets` cache), x4 | {four["datasets_cache_mb"]:.0f} MB | none |
+| same token ids | {"yes" if one["identical_tokens"] and four["identical_tokens"] else "NO"} | |""")
 
 
 if __name__ == "__main__":

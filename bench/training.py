@@ -22,10 +22,10 @@ import torch
 from common import REPO, save
 from torch.utils.data import DataLoader
 
-from pipeline import params
-from pipeline.data import ShuffledWindows, TrainBatches, Windows
-from pipeline.lit import GPTModule, cross_entropy, lr_factor
-from pipeline.model import GPT, GPTConfig
+from pipeline import data, params
+from pipeline.data import ShuffledWindows, TrainBatches, Windows, train_paths
+from pipeline.lit import GPTModule, lr_factor
+from pipeline.model import GPT, GPTConfig, cross_entropy
 
 STEPS, WARMUP, ROUNDS = 16, 4, 5
 
@@ -72,12 +72,22 @@ class StepClock(pl.Callback):
 def lightning_loop(config: GPTConfig, t: params.TrainParams, batches: list) -> list[float]:
     torch.manual_seed(t.seed)
     clock = StepClock()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision=t.precision, max_steps=len(batches),
-                         gradient_clip_val=t.grad_clip, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0, callbacks=[clock])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=t.precision,
+        max_steps=len(batches),
+        gradient_clip_val=t.grad_clip,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[clock],
+    )
     trainer.fit(GPTModule(config, t), train_dataloaders=DataLoader(batches, batch_size=None))
-    return clock.times[WARMUP - 1:]  # the first interval ends at step 2
+    return clock.times[WARMUP - 1 :]  # the first interval ends at step 2
 
 
 def main() -> None:
@@ -86,8 +96,7 @@ def main() -> None:
     torch.set_num_threads(t.num_threads)
     vocab = spm.SentencePieceProcessor(model_file=str(REPO / "data/tokenizer/spm.model")).get_piece_size()
     config = GPTConfig(vocab_size=vocab, **asdict(p.model))
-    train_paths = [REPO / p.data.tokens_path(k) for k, s in p.data.shards.items() if s.split == "train"]
-    windows = ShuffledWindows(Windows(train_paths, config.block_size), t.seed)
+    windows = ShuffledWindows(Windows([REPO / path for path in train_paths(p)], config.block_size), t.seed)
     loader = DataLoader(windows, batch_sampler=TrainBatches(0, t.batch_size, 0, 1), num_workers=0)
     loader_rate = loader_tokens_per_s(loader, 400)
     batches = [batch for batch, _ in zip(loader, range(STEPS))]
@@ -97,12 +106,15 @@ def main() -> None:
         lightning.append(statistics.median(lightning_loop(config, t, batches)))
         ratios.append(lightning[-1] / plain[-1])
     step_plain, step_lightning = statistics.median(plain), statistics.median(lightning)
-    tokens_per_step = t.batch_size * config.block_size
+    tokens_per_step = data.tokens_per_step(t, config.block_size, world_size=1)
     results = {
-        "loader_tokens_per_s": loader_rate, "train_tokens_per_s": tokens_per_step / step_lightning,
+        "loader_tokens_per_s": loader_rate,
+        "train_tokens_per_s": tokens_per_step / step_lightning,
         "loader_vs_train": loader_rate / (tokens_per_step / step_lightning),
-        "step_s_plain": step_plain, "step_s_lightning": step_lightning,
-        "lightning_overhead": statistics.median(ratios) - 1, "overhead_by_round": [r - 1 for r in ratios],
+        "step_s_plain": step_plain,
+        "step_s_lightning": step_lightning,
+        "lightning_overhead": statistics.median(ratios) - 1,
+        "overhead_by_round": [r - 1 for r in ratios],
         "steps_timed_per_round": STEPS - WARMUP,
         "model": f"{config.n_layer} layers, {config.n_embd} wide, context {config.block_size}, batch {t.batch_size}",
     }
@@ -110,9 +122,9 @@ def main() -> None:
     r = results
     print(f"""| measure | result |
 |---|---|
-| data loader, in the training process | {r['loader_tokens_per_s']:,.0f} tokens/s |
-| training step ({r['model']}, {t.num_threads} threads) | {r['train_tokens_per_s']:,.0f} tokens/s (loader **{r['loader_vs_train']:,.0f}x** faster) |
-| step time, plain PyTorch loop vs Lightning ({ROUNDS} alternated rounds of {r['steps_timed_per_round']} steps) | {r['step_s_plain'] * 1e3:.0f} ms vs {r['step_s_lightning'] * 1e3:.0f} ms: **{r['lightning_overhead']:+.1%}** (median of the rounds; they ranged {min(r['overhead_by_round']):+.1%} to {max(r['overhead_by_round']):+.1%}) |""")
+| data loader, in the training process | {r["loader_tokens_per_s"]:,.0f} tokens/s |
+| training step ({r["model"]}, {t.num_threads} threads) | {r["train_tokens_per_s"]:,.0f} tokens/s (loader **{r["loader_vs_train"]:,.0f}x** faster) |
+| step time, plain PyTorch loop vs Lightning ({ROUNDS} alternated rounds of {r["steps_timed_per_round"]} steps) | {r["step_s_plain"] * 1e3:.0f} ms vs {r["step_s_lightning"] * 1e3:.0f} ms: **{r["lightning_overhead"]:+.1%}** (median of the rounds; they ranged {min(r["overhead_by_round"]):+.1%} to {max(r["overhead_by_round"]):+.1%}) |""")
 
 
 if __name__ == "__main__":

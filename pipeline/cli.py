@@ -1,8 +1,8 @@
-"""How every stage starts and ends: a message instead of a traceback, and a clean stop on signals."""
+"""How every stage and command starts and ends: a message instead of a traceback, a clean stop on signals."""
 
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.errors import PipelineError
 

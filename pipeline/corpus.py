@@ -10,14 +10,14 @@ lines all fit the quota is written in the first pass.
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from pipeline import files, progress
 from pipeline.errors import PipelineError
 from pipeline.jsonl import BadRecord, Record, ShardReader, bad_record_message, parse_record
-from pipeline.params import CORPUS_DIR, METRICS_DIR, Params
+from pipeline.params import CORPUS_DIR, STATS_DIR, Params
 
 WHITESPACE = b" \t"
 
@@ -37,11 +37,16 @@ class CorpusStats:
 
     def as_json(self, quota: int) -> dict:
         return {
-            "docs": self.docs, "bad_records": dict(self.bad_records), "text_lines": self.text_lines,
-            "skipped_empty_lines": self.empty_lines, "long_lines_split": self.long_lines_split,
+            "docs": self.docs,
+            "bad_records": dict(self.bad_records),
+            "text_lines": self.text_lines,
+            "skipped_empty_lines": self.empty_lines,
+            "long_lines_split": self.long_lines_split,
             "splits_without_whitespace": self.splits_without_whitespace,
-            "candidate_lines": self.candidate_lines, "quota": quota,
-            "selected_lines": self.selected_lines, "selected_bytes": self.selected_bytes,
+            "candidate_lines": self.candidate_lines,
+            "quota": quota,
+            "selected_lines": self.selected_lines,
+            "selected_bytes": self.selected_bytes,
             "per_set": {name: dict(counts) for name, counts in sorted(self.per_set.items())},
         }
 
@@ -67,8 +72,9 @@ def split_line(line: bytes, max_bytes: int) -> list[bytes]:
     return pieces
 
 
-def build(raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int,
-          on_bad_record: str = "error") -> CorpusStats:
+def build(
+    raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int, on_bad_record: str = "error"
+) -> CorpusStats:
     """Write at most `line_quota` lines of `raw`'s text to `output`, a uniform sample seeded by `seed`."""
     stats = CorpusStats()
     _count(raw, max_bytes, on_bad_record, stats)
@@ -159,17 +165,21 @@ def run_stage(p: Params, key: str) -> None:
     line_quota = quota(p.corpus.max_lines, p.corpus.shards, key)
     output = CORPUS_DIR / f"{key}.txt"
     started = time.monotonic()
-    stats = build(p.data.raw_path(key), output, line_quota, f"{p.corpus.seed}:{key}",
-                  p.max_sentence_length, p.pretokenize.on_bad_record)
+    stats = build(
+        p.data.raw_path(key), output, line_quota, f"{p.corpus.seed}:{key}", p.max_sentence_length, p.data.on_bad_record
+    )
     seconds = time.monotonic() - started
-    progress.write_json_atomic(METRICS_DIR / "corpus" / f"{key}.json", stats.as_json(line_quota))
-    progress.summary(f"corpus@{key}", {
-        "from": p.data.raw_path(key),
-        "to": output,
-        "documents": f"{stats.docs:,} ({sum(stats.bad_records.values()):,} bad records skipped)",
-        "text lines": f"{stats.text_lines:,} ({stats.empty_lines:,} empty skipped, "
-                      f"{stats.long_lines_split:,} over {p.max_sentence_length} bytes split)",
-        "selected": f"{stats.selected_lines:,} of {stats.candidate_lines:,} lines (quota {line_quota:,}), "
-                    f"{stats.selected_bytes / 1e6:.1f} MB",
-        "time": f"{seconds:.1f} s",
-    })
+    files.write_json_atomic(STATS_DIR / "corpus" / f"{key}.json", stats.as_json(line_quota))
+    progress.summary(
+        f"corpus@{key}",
+        {
+            "from": p.data.raw_path(key),
+            "to": output,
+            "documents": f"{stats.docs:,} ({sum(stats.bad_records.values()):,} bad records skipped)",
+            "text lines": f"{stats.text_lines:,} ({stats.empty_lines:,} empty skipped, "
+            f"{stats.long_lines_split:,} over {p.max_sentence_length} bytes split)",
+            "selected": f"{stats.selected_lines:,} of {stats.candidate_lines:,} lines (quota {line_quota:,}), "
+            f"{stats.selected_bytes / 1e6:.1f} MB",
+            "time": f"{seconds:.1f} s",
+        },
+    )

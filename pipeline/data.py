@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline import tokens
 from pipeline.errors import PipelineError
-from pipeline.tokenizer import file_sha256
+from pipeline.params import Params, TrainParams
 
 MASK64 = (1 << 64) - 1
 
@@ -41,7 +41,7 @@ def _mix(values: np.ndarray, key: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _round_keys(seed: int, epoch: int, rounds: int = 6) -> list[int]:
     digest = hashlib.sha256(f"pile-gpt windows {seed} {epoch}".encode()).digest()
-    return [int.from_bytes(digest[4 * i: 4 * i + 4] + digest[24 + i: 28 + i], "little") for i in range(rounds)]
+    return [int.from_bytes(digest[4 * i : 4 * i + 4] + digest[24 + i : 28 + i], "little") for i in range(rounds)]
 
 
 def permute(positions: np.ndarray, n: int, seed: int, epoch: int) -> np.ndarray:
@@ -60,25 +60,6 @@ def permute(positions: np.ndarray, n: int, seed: int, epoch: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def check_arrays(paths: list[Path], model: Path, vocab_size: int) -> list[dict]:
-    """Refuse arrays made by another tokenizer, naming the file; return their metadata."""
-    sha = file_sha256(model)
-    metas = []
-    for path in paths:
-        meta = tokens.read_metadata(path)
-        if meta["tokenizer_sha256"] != sha or meta["vocab_size"] != vocab_size:
-            raise PipelineError(
-                f"{path}: made with another tokenizer (sha256 {meta['tokenizer_sha256'][:12]}..., "
-                f"{meta['vocab_size']} pieces; current {model}: {sha[:12]}..., {vocab_size} pieces); "
-                "rerun `dvc repro pretokenize`")
-        if meta["dtype"] not in tokens.DTYPES:
-            raise PipelineError(f"{path}: unknown dtype {meta['dtype']!r}")
-        if meta["n_tokens"] < 2:
-            raise PipelineError(f"{path}: holds {meta['n_tokens']} tokens, too few for one training window")
-        metas.append(meta)
-    return metas
-
-
 class Windows(Dataset):
     """Window w of the concatenated arrays -> (x, y), each (block_size,) int64, y shifted by one."""
 
@@ -88,8 +69,10 @@ class Windows(Dataset):
         lengths = [tokens.read_metadata(p)["n_tokens"] for p in self.paths]
         per_file = np.array([max(0, (n - 1) // block_size) for n in lengths], dtype=np.int64)
         if per_file.sum() == 0:
-            raise PipelineError(f"{', '.join(map(str, self.paths))}: fewer tokens than one window of "
-                                f"{block_size + 1}; lower model.block_size")
+            raise PipelineError(
+                f"{', '.join(map(str, self.paths))}: fewer tokens than one window of "
+                f"{block_size + 1}; lower model.block_size"
+            )
         self.starts = np.concatenate(([0], np.cumsum(per_file)))
         self._arrays: list[np.memmap] | None = None  # opened in the worker that first reads
 
@@ -101,7 +84,7 @@ class Windows(Dataset):
             self._arrays = [tokens.open_tokens(p) for p in self.paths]
         f = int(np.searchsorted(self.starts, w, side="right") - 1)
         offset = (w - int(self.starts[f])) * self.block_size
-        chunk = torch.from_numpy(self._arrays[f][offset: offset + self.block_size + 1].astype(np.int64))
+        chunk = torch.from_numpy(self._arrays[f][offset : offset + self.block_size + 1].astype(np.int64))
         return chunk[:-1], chunk[1:]
 
     __getitem__ = window
@@ -149,7 +132,7 @@ class ValBatches(Sampler):
     def __init__(self, n_windows: int, count: int, batch_size: int, rank: int, world_size: int):
         chosen = np.linspace(0, n_windows - 1, num=min(count, n_windows)).round().astype(np.int64)
         mine = chosen[rank::world_size].tolist()
-        self.batches = [mine[i: i + batch_size] for i in range(0, len(mine), batch_size)]
+        self.batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
 
     def __iter__(self):
         return iter(self.batches)
@@ -158,31 +141,47 @@ class ValBatches(Sampler):
         return len(self.batches)
 
 
+def train_paths(p: Params) -> list[Path]:
+    """Every train shard's token array, in the order of data.shards."""
+    return [p.data.tokens_path(key) for key, shard in p.data.shards.items() if shard.split == "train"]
+
+
+def samples_per_step(t: TrainParams, world_size: int) -> int:
+    """Training windows one optimizer step reads, over all devices."""
+    return t.batch_size * t.grad_accum * world_size
+
+
+def tokens_per_step(t: TrainParams, block_size: int, world_size: int) -> int:
+    """Tokens one optimizer step trains on, over all devices: the one place this is computed."""
+    return samples_per_step(t, world_size) * block_size
+
+
 class TokenDataModule(pl.LightningDataModule):
     """Train windows from every train array, validation windows from val.bin, resumable by step."""
 
-    def __init__(self, train_paths: list[Path], val_path: Path, model: Path, vocab_size: int, block_size: int,
-                 batch_size: int, grad_accum: int, seed: int, val_windows: int, num_workers: int):
+    def __init__(self, p: Params, tokenizer_model: Path, vocab_size: int):
         super().__init__()
-        self.train_paths, self.val_path, self.model = list(train_paths), val_path, model
-        self.vocab_size, self.block_size, self.batch_size = vocab_size, block_size, batch_size
-        self.grad_accum, self.seed, self.val_windows, self.num_workers = grad_accum, seed, val_windows, num_workers
+        self.p, self.tokenizer_model, self.vocab_size = p, tokenizer_model, vocab_size
+        self.train_paths, self.val_path = train_paths(p), p.data.tokens_path("val")
 
     def setup(self, stage: str | None = None) -> None:
-        check_arrays(self.train_paths + [self.val_path], self.model, self.vocab_size)
-        self.train_set = ShuffledWindows(Windows(self.train_paths, self.block_size), self.seed)
-        self.val_set = Windows([self.val_path], self.block_size)
-
-    def samples_per_step(self) -> int:
-        return self.batch_size * self.grad_accum * self.trainer.world_size
+        tokens.check_arrays(self.train_paths + [self.val_path], self.tokenizer_model, self.vocab_size)
+        self.train_set = ShuffledWindows(Windows(self.train_paths, self.p.model.block_size), self.p.train.seed)
+        self.val_set = Windows([self.val_path], self.p.model.block_size)
 
     def train_dataloader(self) -> DataLoader:
-        start = self.trainer.global_step * self.samples_per_step()  # restored from a checkpoint by now
-        sampler = TrainBatches(start, self.batch_size, self.trainer.global_rank, self.trainer.world_size)
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        t = self.p.train
+        start = self.trainer.global_step * samples_per_step(
+            t, self.trainer.world_size
+        )  # restored from a checkpoint by now
+        sampler = TrainBatches(start, t.batch_size, self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=t.num_workers, persistent_workers=t.num_workers > 0
+        )
 
     def val_dataloader(self) -> DataLoader:
-        sampler = ValBatches(len(self.val_set), self.val_windows, self.batch_size,
-                             self.trainer.global_rank, self.trainer.world_size)
+        t = self.p.train
+        sampler = ValBatches(
+            len(self.val_set), t.val_windows, t.batch_size, self.trainer.global_rank, self.trainer.world_size
+        )
         return DataLoader(self.val_set, batch_sampler=sampler, num_workers=0)

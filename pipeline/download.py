@@ -7,7 +7,6 @@ and the download restarts cleanly from zero. Only a complete, verified file is r
 """
 
 import email.utils
-import hashlib
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from pipeline import files, progress
 from pipeline.errors import PipelineError
-from pipeline.params import METRICS_DIR, SHARD_SUFFIX, DownloadParams, Params
+from pipeline.params import SHARD_SUFFIX, STATS_DIR, DownloadParams, Params
 
 COPY_CHUNK = 1 << 20
 MAX_REDIRECTS = 10
@@ -65,8 +64,14 @@ def source_url(source: str, relative: str) -> str:
     return source.rstrip("/") + "/" + urllib.parse.quote(relative)
 
 
-def fetch(source: str, relative: str, output: Path, expected_sha256: str | None,
-          params: DownloadParams, log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> Fetched:
+def fetch(
+    source: str,
+    relative: str,
+    output: Path,
+    expected_sha256: str | None,
+    params: DownloadParams,
+    log=lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> Fetched:
     """Bring `<source>/<relative>` to `output`, verified; raise PipelineError with a clear message."""
     output.parent.mkdir(parents=True, exist_ok=True)
     part = output.with_name(output.name + ".part")
@@ -74,17 +79,25 @@ def fetch(source: str, relative: str, output: Path, expected_sha256: str | None,
         url = source_url(source, relative)
         server_sha256, retries = _http_download(url, part, params, log)
     else:
-        local = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
-                     if source.startswith("file://") else source) / relative
+        local = (
+            Path(
+                urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
+                if source.startswith("file://")
+                else source
+            )
+            / relative
+        )
         _copy(local, part)
         server_sha256, retries = None, 0
     digest = _sha256(part)
     expected, checked_against = (expected_sha256, "params") if expected_sha256 else (server_sha256, "server")
     if expected and digest != expected:
         _discard(part)
-        raise PipelineError(f"{output}: sha256 mismatch: got {digest}, expected {expected} (from "
-                            f"{'data.shards in params' if checked_against == 'params' else 'the server'}); "
-                            "the file was deleted: check data.source and the checksum, then rerun")
+        raise PipelineError(
+            f"{output}: sha256 mismatch: got {digest}, expected {expected} (from "
+            f"{'data.shards in params' if checked_against == 'params' else 'the server'}); "
+            "the file was deleted: check data.source and the checksum, then rerun"
+        )
     files.publish([(part, output)])
     _discard(part)
     return Fetched(output, output.stat().st_size, digest, checked_against if expected else "none", retries)
@@ -94,8 +107,11 @@ def _copy(local: Path, part: Path) -> None:
     if not local.is_file():
         raise PipelineError(f"{local}: no such file on the mirror; check data.source and data.shards")
     try:
-        with open(local, "rb") as src, open(part, "wb") as dst, \
-                progress.bar(local.stat().st_size, f"copy {local.name}") as pbar:
+        with (
+            open(local, "rb") as src,
+            open(part, "wb") as dst,
+            progress.bar(local.stat().st_size, f"copy {local.name}") as pbar,
+        ):
             while chunk := src.read(COPY_CHUNK):
                 dst.write(chunk)
                 pbar.update(len(chunk))
@@ -117,12 +133,16 @@ def _http_download(url: str, part: Path, params: DownloadParams, log) -> tuple[s
             retries += 1
             have = part.stat().st_size if part.exists() else 0
             if retries > params.retries:
-                raise PipelineError(f"{redact(url)}: giving up after {params.retries} retries: {exc}; "
-                                    f"{have:,} bytes kept in {part}, rerun to resume") from None
-            wait = exc.retry_after if exc.retry_after is not None else min(
-                params.backoff_s * 2 ** (retries - 1), MAX_BACKOFF_S)
-            log(f"download: {redact(url)}: {exc}; retry {retries}/{params.retries} in {wait:.1f}s "
-                f"from byte {have:,}")
+                raise PipelineError(
+                    f"{redact(url)}: giving up after {params.retries} retries: {exc}; "
+                    f"{have:,} bytes kept in {part}, rerun to resume"
+                ) from None
+            wait = (
+                exc.retry_after
+                if exc.retry_after is not None
+                else min(params.backoff_s * 2 ** (retries - 1), MAX_BACKOFF_S)
+            )
+            log(f"download: {redact(url)}: {exc}; retry {retries}/{params.retries} in {wait:.1f}s from byte {have:,}")
             time.sleep(wait)
 
 
@@ -145,8 +165,11 @@ def _attempt(url: str, part: Path, token: str | None, timeout_s: float) -> str |
         else:
             if offset:
                 offset = 0
-                print(f"download: {redact(url)}: the server sent the whole file (no Range support "
-                      "or the file changed); restarting from zero", file=sys.stderr)
+                print(
+                    f"download: {redact(url)}: the server sent the whole file (no Range support "
+                    "or the file changed); restarting from zero",
+                    file=sys.stderr,
+                )
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         validator = response.headers.get("ETag")
@@ -155,16 +178,20 @@ def _attempt(url: str, part: Path, token: str | None, timeout_s: float) -> str |
         sidecar.write_text(json.dumps({"url": url, "validator": validator, "total": total}))
         received = offset
         try:
-            with open(part, "ab" if offset else "wb") as out, \
-                    progress.bar(total, f"download {part.name[:-5]}", initial=offset) as pbar:
+            with (
+                open(part, "ab" if offset else "wb") as out,
+                progress.bar(total, f"download {part.name[:-5]}", initial=offset) as pbar,
+            ):
                 while chunk := response.read(COPY_CHUNK):
                     out.write(chunk)
                     received += len(chunk)
                     pbar.update(len(chunk))
         except (OSError, HTTPException) as exc:
             if isinstance(exc, OSError) and exc.errno in files.NO_ROOM:
-                raise PipelineError(f"{part.with_suffix('')}: cannot write it: {os.strerror(exc.errno)}; "
-                                    f"{received:,} bytes kept in {part}: free some space and rerun to resume") from None
+                raise PipelineError(
+                    f"{part.with_suffix('')}: cannot write it: {os.strerror(exc.errno)}; "
+                    f"{received:,} bytes kept in {part}: free some space and rerun to resume"
+                ) from None
             if isinstance(exc, OSError) and exc.errno is not None and not _is_network_error(exc):
                 raise PipelineError(f"{part}: cannot write: {exc}") from None
             raise _Retry(f"connection lost at byte {received:,}: {exc.__class__.__name__} {exc}") from None
@@ -180,8 +207,10 @@ def _open(url: str, headers: dict, token: str | None, timeout_s: float) -> tuple
     opener = urllib.request.build_opener(_NoRedirect)
     origin_host = urllib.parse.urlsplit(url).netloc
     if token and urllib.parse.urlsplit(url).scheme == "http" and not _is_loopback(url):
-        raise PipelineError(f"{redact(url)}: refusing to send the token from download.auth_token_env over "
-                            "plain http, where anyone on the way can read it; use an https:// mirror")
+        raise PipelineError(
+            f"{redact(url)}: refusing to send the token from download.auth_token_env over "
+            "plain http, where anyone on the way can read it; use an https:// mirror"
+        )
     server_sha256 = None
     for _ in range(MAX_REDIRECTS + 1):
         request = urllib.request.Request(url, headers=headers)
@@ -197,15 +226,16 @@ def _open(url: str, headers: dict, token: str | None, timeout_s: float) -> tuple
                 url = urllib.parse.urljoin(url, exc.headers["Location"])
                 exc.close()
                 if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-                    raise PipelineError(f"{redact(url)}: the mirror redirected to a {urllib.parse.urlsplit(url).scheme}: "
-                                        "URL; only http(s) redirects are followed") from None
+                    raise PipelineError(
+                        f"{redact(url)}: the mirror redirected to a {urllib.parse.urlsplit(url).scheme}: "
+                        "URL; only http(s) redirects are followed"
+                    ) from None
                 continue
             raise _http_error(exc, url) from None
         except (urllib.error.URLError, OSError, HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             if "Name or service not known" in str(reason) or "nodename nor servname" in str(reason):
-                raise PipelineError(f"{redact(url)}: cannot resolve the host ({reason}); "
-                                    "check data.source") from None
+                raise PipelineError(f"{redact(url)}: cannot resolve the host ({reason}); check data.source") from None
             raise _Retry(f"cannot connect: {reason}") from None
         return response, server_sha256
     raise PipelineError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
@@ -217,10 +247,14 @@ def _http_error(exc: urllib.error.HTTPError, url: str) -> Exception:
         return _Retry(f"HTTP {exc.code} {exc.reason}", _retry_after(exc.headers.get("Retry-After")))
     if exc.code == 416:
         return _Retry("HTTP 416: the partial file is longer than the server's; starting over")
-    hint = {401: "the mirror wants credentials: set the variable named by download.auth_token_env",
-            403: "access denied: check the token in download.auth_token_env and your access to the data",
-            404: "not on the mirror: check data.source and the shard's path in data.shards"}
-    return PipelineError(f"{redact(url)}: HTTP {exc.code} {exc.reason}; {hint.get(exc.code, 'a client error, not retried')}")
+    hint = {
+        401: "the mirror wants credentials: set the variable named by download.auth_token_env",
+        403: "access denied: check the token in download.auth_token_env and your access to the data",
+        404: "not on the mirror: check data.source and the shard's path in data.shards",
+    }
+    return PipelineError(
+        f"{redact(url)}: HTTP {exc.code} {exc.reason}; {hint.get(exc.code, 'a client error, not retried')}"
+    )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -260,18 +294,13 @@ def _load_sidecar(sidecar: Path, url: str) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f, progress.bar(path.stat().st_size, f"sha256 {path.name[:-5]}") as pbar:
-        while chunk := f.read(COPY_CHUNK * 4):
-            digest.update(chunk)
-            pbar.update(len(chunk))
-    return digest.hexdigest()
+    with progress.bar(path.stat().st_size, f"sha256 {path.name[:-5]}") as pbar:
+        return files.sha256(path, pbar.update)
 
 
 def _discard(part: Path) -> None:
     for path in (part, part.with_name(part.name + ".json")):
         path.unlink(missing_ok=True)
-
 
 
 def run_stage(p: Params, key: str) -> None:
@@ -281,13 +310,27 @@ def run_stage(p: Params, key: str) -> None:
     started = time.monotonic()
     fetched = fetch(p.data.source, shard.path + SHARD_SUFFIX, output, shard.sha256, p.download)
     seconds = time.monotonic() - started
-    progress.write_json_atomic(METRICS_DIR / "download" / f"{key}.json", {
-        "file": shard.path + SHARD_SUFFIX, "bytes": fetched.n_bytes, "sha256": fetched.sha256,
-        "sha256_checked_against": fetched.checked_against})
-    progress.summary(f"download@{key}", {
-        "from": redact(source_url(p.data.source, shard.path + SHARD_SUFFIX)),
-        "to": output,
-        "bytes": f"{fetched.n_bytes:,} in {seconds:.1f} s ({fetched.n_bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
-        "sha256": f"{fetched.sha256} ({'verified against ' + fetched.checked_against if fetched.checked_against != 'none' else 'not verified: no checksum in params or from the server'})",
-        "retries": fetched.retries,
-    })
+    files.write_json_atomic(
+        STATS_DIR / "download" / f"{key}.json",
+        {
+            "file": shard.path + SHARD_SUFFIX,
+            "bytes": fetched.n_bytes,
+            "sha256": fetched.sha256,
+            "sha256_checked_against": fetched.checked_against,
+        },
+    )
+    verification = (
+        f"verified against {fetched.checked_against}"
+        if fetched.checked_against != "none"
+        else "not verified: no checksum in params or from the server"
+    )
+    progress.summary(
+        f"download@{key}",
+        {
+            "from": redact(source_url(p.data.source, shard.path + SHARD_SUFFIX)),
+            "to": output,
+            "bytes": f"{fetched.n_bytes:,} in {seconds:.1f} s ({fetched.n_bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
+            "sha256": f"{fetched.sha256} ({verification})",
+            "retries": fetched.retries,
+        },
+    )

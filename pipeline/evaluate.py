@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import progress, tokens
-from pipeline.data import check_arrays
-from pipeline.lit import cross_entropy
-from pipeline.model import GPT
-from pipeline.params import METRICS_DIR, MODEL_DIR, Params
+from pipeline import files, plots, progress, tokens
+from pipeline.model import GPT, cross_entropy
+from pipeline.params import METRICS_DIR, MODEL_DIR, STATS_DIR, Params
 
-EVAL_METRICS = METRICS_DIR / "eval.json"
+EVAL_METRICS = METRICS_DIR / "eval.json"  # headline numbers, for `dvc metrics show` and `dvc exp show`
+EVAL_STATS = STATS_DIR / "eval.json"  # everything, per split and group
+EVAL_PLOT = METRICS_DIR / "eval.png"
 
 
 def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
@@ -29,8 +29,13 @@ def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
 
 def summarise(nll: float, n_tokens: int, n_bytes: int) -> dict:
     loss = nll / n_tokens
-    return {"loss": loss, "perplexity": math.exp(loss), "bpb": bits_per_byte(nll, n_bytes),
-            "tokens": n_tokens, "bytes": n_bytes}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "bpb": bits_per_byte(nll, n_bytes),
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+    }
 
 
 @torch.no_grad()
@@ -52,8 +57,8 @@ def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "c
             targets = np.zeros((len(starts), width), dtype=np.int64)
             inputs = np.full((len(starts), width), meta["eos_id"], dtype=np.int64)
             for row, (start, length) in enumerate(zip(starts, lengths)):
-                targets[row, :length] = ids[start: start + length]
-                inputs[row, 1:length] = ids[start: start + length - 1]
+                targets[row, :length] = ids[start : start + length]
+                inputs[row, 1:length] = ids[start : start + length - 1]
                 if start:
                     inputs[row, 0] = ids[start - 1]
             x = torch.from_numpy(inputs).to(device)
@@ -69,25 +74,46 @@ def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "c
     result["per_set"] = {}
     for set_id, name in enumerate(meta["pile_set_names"]):
         mine = index["set_id"] == set_id
-        result["per_set"][name] = summarise(float(doc_nll[mine].sum()), int(doc_tokens[mine].sum()),
-                                            int(index["n_bytes"][mine].sum()))
+        result["per_set"][name] = summarise(
+            float(doc_nll[mine].sum()), int(doc_tokens[mine].sum()), int(index["n_bytes"][mine].sum())
+        )
     return result
+
+
+def headline(results: dict) -> dict:
+    """Bits per byte and loss per split and group: what `dvc exp show` compares across experiments."""
+    pick = lambda r: {"bpb": r["bpb"], "loss": r["loss"]}  # noqa: E731
+    return {
+        split: {**pick(r), "per_set": {name: pick(s) for name, s in r["per_set"].items()}}
+        for split, r in results.items()
+    }
 
 
 def run_stage(p: Params) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = GPT.from_pretrained(MODEL_DIR, device=device)
     paths = {key: p.data.tokens_path(key) for key in p.evaluate.splits}
-    check_arrays(list(paths.values()), MODEL_DIR / "tokenizer.model", model.config.vocab_size)
+    tokens.check_arrays(list(paths.values()), MODEL_DIR / "tokenizer.model", model.config.vocab_size)
     started = time.monotonic()
     results = {key: evaluate_array(model, path, p.evaluate.batch_size, device) for key, path in paths.items()}
-    progress.write_json_atomic(EVAL_METRICS, results)
+    files.write_json_atomic(EVAL_STATS, results)
+    files.write_json_atomic(EVAL_METRICS, headline(results))
+    plots.bits_per_byte(
+        {
+            split: {"all": r["bpb"], **{name: s["bpb"] for name, s in r["per_set"].items()}}
+            for split, r in results.items()
+        },
+        EVAL_PLOT,
+    )
     rows = {}
     for key, r in results.items():
-        rows[key] = (f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}, {r['bpb']:.4f} bits per byte "
-                     f"({r['tokens']:,} tokens, {r['bytes']:,} bytes)")
+        rows[key] = (
+            f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}, {r['bpb']:.4f} bits per byte "
+            f"({r['tokens']:,} tokens, {r['bytes']:,} bytes)"
+        )
         for name, s in r["per_set"].items():
             rows[f"  {key}: {name}"] = f"{s['bpb']:.4f} bits per byte ({s['tokens']:,} tokens)"
     rows["reference"] = "Pile test BPB in the Pile paper: GPT-2 small 1.2253, GPT-3 davinci 0.7177"
+    rows["written"] = f"{EVAL_METRICS} (headline), {EVAL_STATS} (all figures), {EVAL_PLOT}"
     rows["time"] = f"{time.monotonic() - started:.0f} s on {device}"
     progress.summary("evaluate", rows)

@@ -7,15 +7,19 @@ The temporary names are fixed, not random, so a rerun after a crash overwrites w
 """
 
 import errno
+import hashlib
+import json
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from pipeline.errors import PipelineError
 
 TMP_SUFFIX = ".tmp"
 NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+HASH_CHUNK = 1 << 20
 
 
 def temporary(output: Path) -> Path:
@@ -58,5 +62,24 @@ def replacing(*outputs: Path) -> Iterator[list[Path]]:
 
 
 def no_room(output: Path, exc: OSError) -> PipelineError:
-    return PipelineError(f"{output}: cannot write it: {os.strerror(exc.errno)} in {output.parent}; "
-                         "the previous version, if any, is untouched: free some space and rerun")
+    return PipelineError(
+        f"{output}: cannot write it: {os.strerror(exc.errno)} in {output.parent}; "
+        "the previous version, if any, is untouched: free some space and rerun"
+    )
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write sorted, indented JSON to a temporary name and rename, so readers never see half a file."""
+    with replacing(path) as (tmp,):
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def sha256(path: Path, on_progress: Callable[[int], object] | None = None) -> str:
+    """The file's sha256, read a chunk at a time; `on_progress(n_bytes)` after each chunk."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+            if on_progress is not None:
+                on_progress(len(chunk))
+    return digest.hexdigest()

@@ -7,9 +7,10 @@ Memory holds one compressed chunk, its decompressed output, and the line being a
 """
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import zstandard
 
@@ -58,8 +59,10 @@ class ShardReader:
                 try:
                     out = frame.decompress(chunk)
                 except zstandard.ZstdError as exc:
-                    raise PipelineError(f"{self.path}: corrupt zstd data in the frame starting at byte "
-                                        f"{frame_start:,} (read up to byte {self.compressed_pos:,}): {exc}") from None
+                    raise PipelineError(
+                        f"{self.path}: corrupt zstd data in the frame starting at byte "
+                        f"{frame_start:,} (read up to byte {self.compressed_pos:,}): {exc}"
+                    ) from None
                 fed += len(chunk)
                 if out:
                     yield out
@@ -69,8 +72,10 @@ class ShardReader:
                 frame_start = self.compressed_pos - len(chunk)
                 frame, fed = decompressor.decompressobj(), 0
         if fed:
-            raise PipelineError(f"{self.path}: truncated: the zstd frame starting at byte {frame_start:,} "
-                                f"ends early at byte {self.size:,}; download the file again")
+            raise PipelineError(
+                f"{self.path}: truncated: the zstd frame starting at byte {frame_start:,} "
+                f"ends early at byte {self.size:,}; download the file again"
+            )
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
         """Yield (1-based line number, line without its b"\n"); a final line without b"\n" counts too."""
@@ -121,5 +126,4 @@ def parse_record(line: bytes, line_number: int = 0) -> Record:
 
 
 def bad_record_message(path: Path, line_number: int, reason: str) -> str:
-    return (f"{path}: line {line_number:,}: {reason}; set pretokenize.on_bad_record: skip "
-            "to skip and count such records")
+    return f"{path}: line {line_number:,}: {reason}; set data.on_bad_record: skip to skip and count such records"

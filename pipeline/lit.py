@@ -1,29 +1,18 @@
-"""The LightningModule that wires the GPT to its data: loss, optimizer, schedule, throughput, MFU."""
+"""The LightningModule that wires the GPT to its data (loss, optimizer, schedule), and the callbacks
+that report on training: throughput and MFU through Lightning's own meter, and a progress bar in steps."""
 
 import math
 import time
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from einops import rearrange
+from lightning_fabric.utilities.throughput import Throughput, get_available_flops
 
+from pipeline import progress
+from pipeline.data import tokens_per_step
 from pipeline.errors import PipelineError
-from pipeline.model import GPT, GPTConfig
+from pipeline.model import GPT, GPTConfig, cross_entropy
 from pipeline.params import TrainParams
-
-# Dense peak FLOP/s per device by precision, from the vendors' data sheets (SXM parts where both exist).
-PEAK_FLOPS = {
-    "H200": {"bf16": 989e12, "tf32": 494e12},
-    "H100": {"bf16": 989e12, "tf32": 494e12},
-    "A100": {"bf16": 312e12, "tf32": 156e12},
-    "A10G": {"bf16": 70e12, "tf32": 35e12},
-    "L40S": {"bf16": 362e12, "tf32": 183e12},
-    "L4": {"bf16": 121e12, "tf32": 60e12},
-    "RTX 4090": {"bf16": 165e12, "tf32": 82.6e12},
-    "RTX 3090": {"bf16": 71e12, "tf32": 35.6e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},
-}
 
 
 def lr_factor(step: int, p: TrainParams) -> float:
@@ -36,23 +25,17 @@ def lr_factor(step: int, p: TrainParams) -> float:
     return (p.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (p.lr - p.min_lr)) / p.lr
 
 
-def peak_flops(device: torch.device, precision: str, override: float | None) -> float | None:
-    """One device's peak for MFU: the override, else the table for a known GPU; None on CPU or unknown."""
-    if override:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    kind = "bf16" if "bf16" in precision else "fp16" if "16" in precision else "tf32"
-    for model, peaks in PEAK_FLOPS.items():
-        if model in name:
-            return peaks.get(kind) or peaks.get({"tf32": "fp32", "bf16": "fp16"}.get(kind, ""), None)
-    return None
-
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    return F.cross_entropy(rearrange(logits, "b t v -> (b t) v").float(), rearrange(targets, "b t -> (b t)"),
-                           reduction=reduction)
+def is_report_step(step: int, p: TrainParams) -> bool:
+    """Whether optimizer step `step` (0-based, about to be taken) is one whose result leaves the run:
+    a log line, a checkpoint, a validation or the final weights follow it. Only these steps wait for
+    the device to say whether the loss stayed finite, so ordinary steps cost no host round trip."""
+    after = step + 1
+    return (
+        step % p.log_every == 0
+        or after % p.checkpoint_every == 0
+        or after % p.val_check_interval == 0
+        or after >= p.max_steps
+    )
 
 
 class GPTModule(pl.LightningModule):
@@ -61,7 +44,9 @@ class GPTModule(pl.LightningModule):
         self.config, self.train_params = config, train
         self.model = GPT(config)
         self.flops_per_token = self.model.flops_per_token()
-        self._clock: tuple[float, int] | None = None
+        self.validated_at: int | None = None  # the step of the latest validation
+        self._finite: torch.Tensor | None = None  # on the device: every loss since the last check was finite
+        self._first_bad_step: torch.Tensor | None = None
 
     def configure_model(self) -> None:
         if self.train_params.compile:
@@ -70,51 +55,148 @@ class GPTModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch  # (b, t) each
         loss = cross_entropy(self.model(x), y)
-        finite = torch.isfinite(loss.detach()).all().item()
-        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            raise PipelineError(f"train: loss is {loss.item()} at step {self.global_step}; stopping. The last "
-                                "good checkpoint is untouched: lower train.lr or raise warmup_steps and rerun")
-        self.log("train/loss", loss, prog_bar=True)
+        finite = torch.isfinite(loss.detach())
+        if self._finite is None:
+            self._finite = torch.ones((), dtype=torch.bool, device=loss.device)
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        newly_bad = ~finite & self._finite
+        self._first_bad_step = torch.where(newly_bad, self.global_step, self._first_bad_step)
+        self._finite = self._finite & finite
+        self.log("train/loss", loss)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before a non-finite loss reaches the weights of anything written (see is_report_step);
+        every rank agrees, so all stop together."""
+        if self._finite is None or not is_report_step(self.global_step, self.train_params):
+            return
+        finite = bool(self._finite.item())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            step = int(self._first_bad_step.item()) if not finite else self.global_step
+            raise PipelineError(
+                f"train: the loss became nan or inf at step {step}; stopping. The last good "
+                "checkpoint is untouched: lower train.lr or raise warmup_steps and rerun"
+            )
+        self._finite = None
+
+    def tokens_seen(self) -> int:
+        return self.global_step * tokens_per_step(self.train_params, self.config.block_size, self.trainer.world_size)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/loss", cross_entropy(self.model(x), y), prog_bar=True, sync_dist=True)
+        self.log("val/loss", cross_entropy(self.model(x), y), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/tokens", float(self.tokens_seen()), rank_zero_only=True)  # the x of the loss curve
+        self.validated_at = self.global_step
 
     def configure_optimizers(self):
         p = self.train_params
-        optimizer = torch.optim.AdamW(self.model.optimizer_groups(p.weight_decay), lr=p.lr,
-                                      betas=(p.beta1, p.beta2), fused=self.device.type == "cuda")
+        optimizer = torch.optim.AdamW(
+            self.model.optimizer_groups(p.weight_decay),
+            lr=p.lr,
+            betas=(p.beta1, p.beta2),
+            fused=self.device.type == "cuda",
+        )
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, p))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        step = self.global_step
-        if step % self.train_params.log_every or (self._clock and self._clock[1] == step):
-            return
-        now = time.perf_counter()
-        tokens_per_step = self.train_params.batch_size * self.train_params.grad_accum * self.trainer.world_size * self.config.block_size
-        tokens_seen = step * tokens_per_step
-        metrics = {"train/lr": self.trainer.optimizers[0].param_groups[0]["lr"], "train/tokens": float(tokens_seen)}
-        if self._clock is not None:
-            seconds, steps = now - self._clock[0], step - self._clock[1]
-            tokens_per_s = steps * tokens_per_step / seconds
-            metrics["train/tokens_per_s"] = tokens_per_s
-            peak = peak_flops(self.device, str(self.trainer.precision), self.train_params.peak_flops)
-            if peak:
-                metrics["train/mfu"] = tokens_per_s * self.flops_per_token / (peak * self.trainer.world_size)
-        self._clock = (now, step)
-        self.log_dict(metrics, rank_zero_only=True)
-
-    def on_validation_end(self) -> None:
-        self._clock = (time.perf_counter(), self.global_step)  # tokens/s measures training, not validation
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rng"] = {"torch": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng" in checkpoint:
             torch.set_rng_state(checkpoint["rng"]["torch"])
             if checkpoint["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matmuls run in under a Lightning precision setting (what the device's peak depends on)."""
+    return torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
+
+
+class TokenThroughput(pl.Callback):
+    """Every `log_every` steps: tokens seen, tokens/s since the last log point and, where the device's
+    peak FLOP/s is known, MFU, measured by Lightning's `Throughput` over all devices. The peak comes from
+    train.peak_flops, else Lightning's table of GPUs; on CPU there is no MFU rather than a wrong one.
+    Time spent validating is not counted as training time."""
+
+    def __init__(self, train: TrainParams, block_size: int, flops_per_token: float):
+        self.train, self.block_size, self.flops_per_token = train, block_size, flops_per_token
+        self.peak: float | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.tokens_per_step = tokens_per_step(self.train, self.block_size, trainer.world_size)
+        self.log_every, self.peak_override = self.train.log_every, self.train.peak_flops
+        device = trainer.strategy.root_device
+        self.peak = self.peak_override or (
+            get_available_flops(device, compute_dtype(str(trainer.precision))) if device.type == "cuda" else None
+        )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # window of 2 log points: each rate covers exactly the steps since the previous log line
+        self.meter = Throughput(available_flops=self.peak, world_size=trainer.world_size, window_size=2)
+        self.first_step, self.last_step = trainer.global_step, None
+        self.started, self.paused = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validation_began = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.training:
+            self.paused += time.perf_counter() - self.validation_began
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.log_every or step == self.last_step:
+            return
+        self.last_step = step
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the clock must see the device's work, not its queue
+        steps = step - self.first_step
+        per_device = self.tokens_per_step // trainer.world_size
+        self.meter.update(
+            time=time.perf_counter() - self.started - self.paused,
+            batches=steps,
+            samples=steps,
+            lengths=steps * per_device,
+            flops=per_device * self.log_every * self.flops_per_token,
+        )
+        rates = self.meter.compute()
+        metrics = {"train/tokens": float(pl_module.tokens_seen())}
+        if "device/items_per_sec" in rates:
+            metrics["train/tokens_per_s"] = rates["device/items_per_sec"] * trainer.world_size
+        if "device/mfu" in rates:
+            metrics["train/mfu"] = rates["device/mfu"]
+        pl_module.log_dict(metrics, rank_zero_only=True)
+
+
+class StepProgress(pl.Callback):
+    """The project's own progress bar, in optimizer steps towards train.max_steps, with the loss at
+    each log point (read only then: no extra host round trip)."""
+
+    def __init__(self, max_steps: int, log_every: int):
+        self.max_steps, self.log_every = max_steps, log_every
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.bar = progress.bar(
+            self.max_steps, "train", unit="step", initial=trainer.global_step, disable=not trainer.is_global_zero
+        )
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        advanced = trainer.global_step - self.bar.n
+        if advanced <= 0:
+            return
+        if trainer.global_step % self.log_every == 0:
+            shown = {"loss": f"{float(outputs['loss']):.4f}"}
+            if "val/loss" in trainer.callback_metrics:
+                shown["val"] = f"{float(trainer.callback_metrics['val/loss']):.4f}"
+            self.bar.set_postfix(shown, refresh=False)
+        self.bar.update(advanced)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.bar.close()

@@ -31,6 +31,13 @@ class GPTConfig(ModelParams):
         return math.ceil(self.vocab_size / self.vocab_multiple) * self.vocab_multiple
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token loss in nats, computed in fp32 whatever the logits' dtype: logits (b, t, v), targets (b, t)."""
+    return F.cross_entropy(
+        rearrange(logits, "b t v -> (b t) v").float(), rearrange(targets, "b t -> (b t)"), reduction=reduction
+    )
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -44,8 +51,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (b, h, t, d)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (b, h, t, d)
         y = rearrange(y, "b h t d -> b t (h d)")
         return self.resid_dropout(self.proj(y))
 
@@ -128,11 +136,17 @@ class GPT(nn.Module):
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Append `max_new_tokens` sampled tokens to idx (b, t); temperature 0 means greedy."""
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]
+            context = idx[:, -self.config.block_size :]
             logits = self(context)[:, -1, :]  # (b, vocab)
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
@@ -148,6 +162,7 @@ class GPT(nn.Module):
     def save_pretrained(self, directory: Path) -> None:
         """model.safetensors and config.json, written under temporary names and renamed."""
         from safetensors.torch import save_model
+
         with files.replacing(directory / "model.safetensors", directory / "config.json") as (weights, config):
             save_model(self, str(weights))
             config.write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
@@ -156,6 +171,7 @@ class GPT(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "GPT":
         """Load an exported model without Lightning: `GPT.from_pretrained("data/model")`."""
         from safetensors.torch import load_model
+
         directory = Path(directory)
         model = cls(GPTConfig(**json.loads((directory / "config.json").read_text())))
         load_model(model, str(directory / "model.safetensors"), device=device)

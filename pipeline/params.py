@@ -5,7 +5,6 @@ that names it; values that must agree across sections are checked here, before a
 """
 
 import dataclasses
-import os
 import re
 import types
 import typing
@@ -23,24 +22,64 @@ CORPUS_DIR = Path("data/corpus")
 TOKENIZER_DIR = Path("data/tokenizer")
 TOKENS_DIR = Path("data/tokens")
 MODEL_DIR = Path("data/model")
-METRICS_DIR = Path("metrics")
+METRICS_DIR = Path("metrics")  # headline numbers (DVC metrics) and pictures (DVC plots)
+STATS_DIR = Path("stats")  # everything else a stage counts: versioned with git, shown on demand
 SHARD_SUFFIX = ".jsonl.zst"
 
 # Flags of SentencePiece 0.2.3's trainer (TrainerSpec and NormalizerSpec), passed through verbatim.
-SENTENCEPIECE_FLAGS = frozenset({
-    "accept_language", "add_dummy_prefix", "allow_whitespace_only_pieces", "bos_id", "bos_piece",
-    "byte_fallback", "character_coverage", "control_symbols", "denormalization_rule_tsv",
-    "differential_privacy_clipping_threshold", "differential_privacy_noise_level",
-    "enable_differential_privacy", "eos_id", "eos_piece", "escape_whitespaces", "hard_vocab_limit",
-    "input_format", "input_sentence_size", "max_sentence_length", "max_sentencepiece_length",
-    "mining_sentence_size", "model_type", "normalization_rule_name", "normalization_rule_tsv",
-    "num_sub_iterations", "num_threads", "pad_id", "pad_piece", "pretokenization_delimiter",
-    "remove_extra_whitespaces", "required_chars", "seed_sentencepiece_size", "self_test_sample_size",
-    "shrinking_factor", "shuffle_input_sentence", "split_by_number", "split_by_unicode_script",
-    "split_by_whitespace", "split_digits", "train_extremely_large_corpus", "training_sentence_size",
-    "treat_whitespace_as_suffix", "unk_id", "unk_piece", "unk_surface", "use_all_vocab",
-    "user_defined_symbols", "vocab_size", "vocabulary_output_piece_score",
-})
+SENTENCEPIECE_FLAGS = frozenset(
+    {
+        "accept_language",
+        "add_dummy_prefix",
+        "allow_whitespace_only_pieces",
+        "bos_id",
+        "bos_piece",
+        "byte_fallback",
+        "character_coverage",
+        "control_symbols",
+        "denormalization_rule_tsv",
+        "differential_privacy_clipping_threshold",
+        "differential_privacy_noise_level",
+        "enable_differential_privacy",
+        "eos_id",
+        "eos_piece",
+        "escape_whitespaces",
+        "hard_vocab_limit",
+        "input_format",
+        "input_sentence_size",
+        "max_sentence_length",
+        "max_sentencepiece_length",
+        "mining_sentence_size",
+        "model_type",
+        "normalization_rule_name",
+        "normalization_rule_tsv",
+        "num_sub_iterations",
+        "num_threads",
+        "pad_id",
+        "pad_piece",
+        "pretokenization_delimiter",
+        "remove_extra_whitespaces",
+        "required_chars",
+        "seed_sentencepiece_size",
+        "self_test_sample_size",
+        "shrinking_factor",
+        "shuffle_input_sentence",
+        "split_by_number",
+        "split_by_unicode_script",
+        "split_by_whitespace",
+        "split_digits",
+        "train_extremely_large_corpus",
+        "training_sentence_size",
+        "treat_whitespace_as_suffix",
+        "unk_id",
+        "unk_piece",
+        "unk_surface",
+        "use_all_vocab",
+        "user_defined_symbols",
+        "vocab_size",
+        "vocabulary_output_piece_score",
+    }
+)
 # Derived from the pipeline's paths, so a params file cannot point them elsewhere.
 DERIVED_FLAGS = {"input": "data/corpus/<shard>.txt", "model_prefix": "data/tokenizer/spm"}
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -68,6 +107,9 @@ class DataParams:
     """Mirror root: a local directory, file://..., or http(s)://... holding train/NN.jsonl.zst etc."""
     shards: dict[str, Shard]
     """Stage key (download@KEY, pretokenize@KEY) -> file; a train shard's key is its file name."""
+    on_bad_record: Literal["error", "skip"] = "error"
+    """What a malformed record does in every stage that reads shards: stop with its file and line, or
+    skip it and count it by kind in the stage's stats."""
 
     def raw_path(self, key: str) -> Path:
         return RAW_DIR / (self.shard(key).path + SHARD_SUFFIX)
@@ -109,8 +151,6 @@ class PretokenizeParams:
     """Encoder processes; one shard's documents are spread over them in order. 0: every usable core."""
     dtype: Literal["uint16", "uint32"] = "uint16"
     """Token dtype on disk; uint16 holds vocabularies up to 65,536 pieces."""
-    on_bad_record: Literal["error", "skip"] = "error"
-    """What a malformed record does: stop with its file and line, or skip it and count it."""
     batch_bytes: int = 1 << 20
     """Text per batch sent to a worker: large enough to amortise the hand-off, small for memory."""
 
@@ -211,10 +251,6 @@ class EvaluateParams:
     """Shard keys evaluated in full (loss, perplexity, bits per byte, per pile_set_name)."""
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class Params:
     data: DataParams
@@ -247,21 +283,26 @@ def load(path: Path = PARAMS_FILE) -> Params:
 
 
 def _build(cls: type, raw: Any, file: str, where: str) -> Any:
-    """Turn nested YAML into the dataclass `cls`, checking keys and types on the way down."""
+    """Turn nested YAML into the dataclass `cls`, checking keys and types on the way down.
+
+    Every field must be in the file: the loader is no stage's dependency in dvc.yaml, so a default
+    written here must never decide an output (a changed default would not rerun the stage). Defaults
+    in the dataclasses serve library callers and document a sensible value."""
     if not isinstance(raw, dict):
         raise PipelineError(f"{file}: {where or 'top level'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise PipelineError(f"{file}: {where}{unknown[0]}: unknown key (expected one of: {', '.join(fields)})")
     values = {}
-    for name, f in fields.items():
+    for name in fields:
         key = f"{where}{name}"
         if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise PipelineError(f"{file}: {key}: missing")
-            continue
+            raise PipelineError(
+                f"{file}: {key}: missing; every field must be set in the params file "
+                "(its meaning and a sensible value: pipeline/params.py)"
+            )
         values[name] = _convert(hints[name], raw[name], file, key)
     return cls(**values)
 
@@ -344,8 +385,16 @@ def _check_training(p: Params, fail) -> None:
         raise fail("model.n_embd", f"{m.n_embd} is not a multiple of model.n_head ({m.n_head})")
     if not 0 <= m.dropout < 1:
         raise fail("model.dropout", "must be in [0, 1)")
-    for name in ("batch_size", "grad_accum", "max_steps", "val_check_interval", "val_windows",
-                 "checkpoint_every", "log_every", "num_nodes"):
+    for name in (
+        "batch_size",
+        "grad_accum",
+        "max_steps",
+        "val_check_interval",
+        "val_windows",
+        "checkpoint_every",
+        "log_every",
+        "num_nodes",
+    ):
         if getattr(t, name) < 1:
             raise fail(f"train.{name}", "must be at least 1")
     if t.devices == 0 or t.devices < -1:
@@ -380,14 +429,22 @@ def _check_tokenizer(p: Params, fail) -> None:
         raise fail("tokenizer.vocab_size", f"expected an integer of at least 2, got {vocab_size!r}")
     limit = {"uint16": 1 << 16, "uint32": 1 << 32}[p.pretokenize.dtype]
     if vocab_size > limit:
-        raise fail("tokenizer.vocab_size", f"{vocab_size} pieces do not fit {p.pretokenize.dtype} "
-                   f"(at most {limit}); set pretokenize.dtype: uint32")
+        raise fail(
+            "tokenizer.vocab_size",
+            f"{vocab_size} pieces do not fit {p.pretokenize.dtype} (at most {limit}); set pretokenize.dtype: uint32",
+        )
     sentence_size = flags.get("input_sentence_size", 0)
     if sentence_size and sentence_size < p.corpus.max_lines:
-        raise fail("tokenizer.input_sentence_size", f"{sentence_size} is below corpus.max_lines "
-                   f"({p.corpus.max_lines}): SentencePiece would sample, and its sampling is not "
-                   "reproducible; lower corpus.max_lines or raise input_sentence_size (0 = all)")
+        raise fail(
+            "tokenizer.input_sentence_size",
+            f"{sentence_size} is below corpus.max_lines "
+            f"({p.corpus.max_lines}): SentencePiece would sample, and its sampling is not "
+            "reproducible; lower corpus.max_lines or raise input_sentence_size (0 = all)",
+        )
     max_length = flags.get("max_sentence_length")
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 16:
-        raise fail("tokenizer.max_sentence_length", f"expected an integer of at least 16 bytes, got {max_length!r} "
-                   "(required: the corpus stage splits longer lines, which SentencePiece would skip)")
+        raise fail(
+            "tokenizer.max_sentence_length",
+            f"expected an integer of at least 16 bytes, got {max_length!r} "
+            "(required: the corpus stage splits longer lines, which SentencePiece would skip)",
+        )

@@ -1,13 +1,14 @@
 """Tokenize one shard into a token array, its metadata and its document index.
 
 The main process decompresses and cuts the shard into batches of raw lines; `workers` processes
-parse and encode them (with pipeline.word_cache: SentencePiece's exact ids, BPE once per word); results come back in order through a window of at most 2 x workers
-batches, so memory depends on the batch size and the longest document, never on the shard's size.
+parse and encode them (with pipeline.word_cache: SentencePiece's exact ids, BPE once per word);
+results come back in order through a window of at most 2 x workers batches, so memory depends on
+the batch size and the longest document, never on the shard's size. A worker that dies (the OOM
+killer, a signal) stops the stage within a second with its signal named (pipeline.workers).
 Every document is followed by the separator (the tokenizer's eos piece).
 """
 
 import itertools
-import multiprocessing
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -18,9 +19,15 @@ import numpy as np
 from pipeline import files, progress, tokens
 from pipeline.errors import PipelineError
 from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
-from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams, usable_cores
-from pipeline.tokenizer import file_sha256
+from pipeline.machine import usable_cores
+from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams
 from pipeline.word_cache import SPACE, WordCacheEncoder
+from pipeline.workers import OrderedPool
+
+WORKER_DIED_HINT = (
+    "lower pretokenize.workers or pretokenize.batch_bytes, or give the job more memory, then rerun "
+    "(the shard is redone from its start; nothing was written)"
+)
 
 
 @dataclass
@@ -66,41 +73,43 @@ def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
     eos = np.array([_encoder.processor.eos_id()], dtype=tokens.DTYPES[dtype]).tobytes()
     flat = np.frombuffer(b"".join(itertools.chain.from_iterable((doc, eos) for doc in encoded)), tokens.DTYPES[dtype])
     doc_tokens = np.array([len(doc) // width + 1 for doc in encoded], dtype=np.uint64)
-    return Batch(flat, doc_tokens, np.array(doc_bytes, dtype=np.uint64), set_names, bad,
-                 _encoder.words - words, _encoder.misses - misses, sum(SPACE in text for text in texts))
-
-
-class _Done:
-    def __init__(self, result: Batch):
-        self.result = result
-
-    def get(self) -> Batch:
-        return self.result
+    return Batch(
+        flat,
+        doc_tokens,
+        np.array(doc_bytes, dtype=np.uint64),
+        set_names,
+        bad,
+        _encoder.words - words,
+        _encoder.misses - misses,
+        sum(SPACE in text for text in texts),
+    )
 
 
 class _Inline:
-    """The single-worker path: encode in this process, no pickling, same code."""
+    """The single-worker path: encode in this process, no pickling, same code, same interface as
+    pipeline.workers.OrderedPool."""
 
     def __init__(self, model: str, dtype: str):
         _load_encoder(model, dtype)
+        self.done: deque[Batch] = deque()
 
-    def submit(self, *args) -> _Done:
-        return _Done(encode_batch(*args))
+    def submit(self, *task) -> None:
+        self.done.append(encode_batch(*task))
 
-    def close(self):
+    def pending(self) -> int:
+        return len(self.done)
+
+    def next_result(self) -> Batch:
+        return self.done.popleft()
+
+    def close(self) -> None:
         pass
 
 
-class _Pool:
-    def __init__(self, model: str, dtype: str, workers: int):
-        self.pool = multiprocessing.get_context("spawn").Pool(workers, _load_encoder, (model, dtype))
-
-    def submit(self, *args):
-        return self.pool.apply_async(encode_batch, args)
-
-    def close(self):
-        self.pool.terminate()
-        self.pool.join()
+def _executor(model: str, dtype: str, workers: int) -> _Inline | OrderedPool:
+    if workers == 1:
+        return _Inline(model, dtype)
+    return OrderedPool(encode_batch, workers, _load_encoder, (model, dtype), hint=WORKER_DIED_HINT)
 
 
 def _batches(reader: ShardReader, batch_bytes: int):
@@ -118,14 +127,17 @@ def _batches(reader: ShardReader, batch_bytes: int):
         yield first, batch
 
 
-def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict:
-    """Write `output` (.bin), its .idx and its .json; return the metadata, with timings for the summary."""
+def run(raw: Path, model: Path, output: Path, params: PretokenizeParams, on_bad_record: str = "error") -> dict:
+    """Write `output` (.bin), its .idx and its .json; return the metadata, with timings for the summary.
+    `on_bad_record`: stop at the first malformed record (`error`) or count and skip them (`skip`)."""
     probe = WordCacheEncoder(model, params.dtype)  # makes the same choice of path as the workers
     vocab_size, eos_id = probe.processor.get_piece_size(), probe.processor.eos_id()
     tokens.check_dtype_fits(vocab_size, params.dtype, model)
     if eos_id < 0:
-        raise PipelineError(f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
-                            "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun")
+        raise PipelineError(
+            f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
+            "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun"
+        )
     reader = ShardReader(raw)
     set_ids: dict[str, int] = {}
     per_set: dict[str, Counter] = {}
@@ -133,24 +145,28 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
     n_tokens = n_docs = n_bytes = 0
     started = time.monotonic()
     workers = params.workers or usable_cores()
-    executor = _Inline(str(model), params.dtype) if workers == 1 else _Pool(str(model), params.dtype, workers)
+    executor = _executor(str(model), params.dtype, workers)
     words = misses = marked = 0
     try:
-        with files.replacing(tokens.index_path(output), output) as (tmp_idx, tmp_bin), \
-                open(tmp_bin, "wb") as bin_out, open(tmp_idx, "wb") as idx_out, \
-                progress.bar(reader.size, f"pretokenize {raw.name}") as pbar:
-            pending: deque = deque()
+        with (
+            files.replacing(tokens.index_path(output), output) as (tmp_idx, tmp_bin),
+            open(tmp_bin, "wb") as bin_out,
+            open(tmp_idx, "wb") as idx_out,
+            progress.bar(reader.size, f"pretokenize {raw.name}") as pbar,
+        ):
 
             def write_oldest() -> None:
                 nonlocal n_tokens, n_docs, n_bytes, words, misses, marked
-                batch: Batch = pending.popleft().get()
+                batch: Batch = executor.next_result()
                 words, misses, marked = words + batch.words, misses + batch.misses, marked + batch.marked
                 for number, kind, message in batch.bad:
-                    if params.on_bad_record == "error":
+                    if on_bad_record == "error":
                         raise PipelineError(bad_record_message(raw, number, message))
                     bad_records[kind] += 1
                 index = np.empty(len(batch.doc_tokens), dtype=tokens.INDEX_DTYPE)
-                index["token_offset"] = n_tokens + np.concatenate(([0], np.cumsum(batch.doc_tokens)[:-1])).astype(np.uint64)
+                index["token_offset"] = n_tokens + np.concatenate(([0], np.cumsum(batch.doc_tokens)[:-1])).astype(
+                    np.uint64
+                )
                 index["n_bytes"] = batch.doc_bytes
                 index["set_id"] = [set_ids.setdefault(name, len(set_ids)) for name in batch.set_names]
                 for name, count, size in zip(batch.set_names, batch.doc_tokens, batch.doc_bytes):
@@ -166,10 +182,10 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
                 pbar.update(reader.compressed_pos - pbar.n)
 
             for first, lines in _batches(reader, params.batch_bytes):
-                pending.append(executor.submit(first, lines, params.dtype))
-                if len(pending) >= 2 * workers:
+                executor.submit(first, lines, params.dtype)
+                if executor.pending() >= 2 * workers:
                     write_oldest()
-            while pending:
+            while executor.pending():
                 write_oldest()
             if n_docs == 0:
                 raise PipelineError(f"{raw}: contains no documents")
@@ -181,7 +197,7 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
         "dtype": params.dtype,
         "vocab_size": vocab_size,
         "eos_id": eos_id,
-        "tokenizer_sha256": file_sha256(model),
+        "tokenizer_sha256": files.sha256(model),
         "n_tokens": n_tokens,
         "n_docs": n_docs,
         "n_bytes": n_bytes,
@@ -191,7 +207,7 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
         "bad_records": dict(bad_records),
         "docs_with_space_marker": marked,
     }
-    progress.write_json_atomic(tokens.metadata_path(output), metadata)
+    files.write_json_atomic(tokens.metadata_path(output), metadata)
     probe.words, probe.misses = words, misses
     return {**metadata, "seconds": time.monotonic() - started, "workers": workers, "encoder": probe.describe()}
 
@@ -199,17 +215,24 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams) -> dict
 def run_stage(p: Params, key: str) -> None:
     """The pretokenize@KEY stage: token array, index and metadata, then a summary."""
     raw, output = p.data.raw_path(key), p.data.tokens_path(key)
-    meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize)
+    meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize, p.data.on_bad_record)
     seconds = meta["seconds"]
     skipped = sum(meta["bad_records"].values())
-    progress.summary(f"pretokenize@{key}", {
-        "from": raw,
-        "to": f"{output} ({meta['dtype']}), {tokens.index_path(output).name}, {tokens.metadata_path(output).name}",
-        "documents": f"{meta['n_docs']:,}" + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else "")
-                     + (f"; {meta['docs_with_space_marker']:,} hold U+2581 (▁), which decodes as a space"
-                        if meta["docs_with_space_marker"] else ""),
-        "tokens": f"{meta['n_tokens']:,} ({meta['n_tokens'] / max(meta['n_bytes'], 1):.3f} per byte of text)",
-        "speed": f"{meta['n_bytes'] / max(seconds, 1e-9) / 1e6:.2f} MB/s of text with {meta['workers']} "
-                 f"workers ({seconds:.1f} s)",
-        "encoder": meta["encoder"],
-    })
+    progress.summary(
+        f"pretokenize@{key}",
+        {
+            "from": raw,
+            "to": f"{output} ({meta['dtype']}), {tokens.index_path(output).name}, {tokens.metadata_path(output).name}",
+            "documents": f"{meta['n_docs']:,}"
+            + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else "")
+            + (
+                f"; {meta['docs_with_space_marker']:,} hold U+2581 (▁), which decodes as a space"
+                if meta["docs_with_space_marker"]
+                else ""
+            ),
+            "tokens": f"{meta['n_tokens']:,} ({meta['n_tokens'] / max(meta['n_bytes'], 1):.3f} per byte of text)",
+            "speed": f"{meta['n_bytes'] / max(seconds, 1e-9) / 1e6:.2f} MB/s of text with {meta['workers']} "
+            f"workers ({seconds:.1f} s)",
+            "encoder": meta["encoder"],
+        },
+    )

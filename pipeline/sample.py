@@ -9,8 +9,9 @@ from pipeline.errors import PipelineError
 from pipeline.model import GPT
 
 
-def continue_text(model_dir: str | Path, prompt: str, max_new_tokens: int, temperature: float,
-                  top_k: int | None, seed: int) -> str:
+def continue_text(
+    model_dir: str | Path, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int
+) -> str:
     """The prompt followed by `max_new_tokens` sampled tokens, decoded (stopping at a separator)."""
     model_dir = Path(model_dir)
     if not (model_dir / "model.safetensors").exists():
@@ -22,6 +23,6 @@ def continue_text(model_dir: str | Path, prompt: str, max_new_tokens: int, tempe
     ids = [processor.eos_id()] + processor.encode(prompt)
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(torch.tensor([ids]), max_new_tokens, temperature, top_k, generator)[0, 1:].tolist()
-    if processor.eos_id() in out[len(ids) - 1:]:
+    if processor.eos_id() in out[len(ids) - 1 :]:
         out = out[: out.index(processor.eos_id(), len(ids) - 1)]
     return processor.decode(out)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import files
 from pipeline.errors import PipelineError
 
 FORMAT = "pile-gpt tokens v1"
@@ -31,8 +32,9 @@ def check_dtype_fits(vocab_size: int, dtype: str, model: Path) -> None:
     """Refuse, before any work, a vocabulary whose largest id would wrap around in `dtype`."""
     limit = np.iinfo(DTYPES[dtype]).max + 1
     if vocab_size > limit:
-        raise PipelineError(f"{model}: {vocab_size:,} pieces do not fit {dtype} (at most {limit:,}); "
-                            "set pretokenize.dtype: uint32")
+        raise PipelineError(
+            f"{model}: {vocab_size:,} pieces do not fit {dtype} (at most {limit:,}); set pretokenize.dtype: uint32"
+        )
 
 
 def read_metadata(bin_path: Path) -> dict[str, Any]:
@@ -53,10 +55,32 @@ def open_tokens(bin_path: Path) -> np.memmap:
     meta = read_metadata(bin_path)
     tokens = np.memmap(bin_path, dtype=DTYPES[meta["dtype"]], mode="r")
     if len(tokens) != meta["n_tokens"]:
-        raise PipelineError(f"{bin_path}: holds {len(tokens):,} tokens, its metadata says "
-                            f"{meta['n_tokens']:,}; the file is damaged, rerun pretokenize")
+        raise PipelineError(
+            f"{bin_path}: holds {len(tokens):,} tokens, its metadata says "
+            f"{meta['n_tokens']:,}; the file is damaged, rerun pretokenize"
+        )
     return tokens
 
 
 def open_index(bin_path: Path) -> np.ndarray:
     return np.fromfile(index_path(bin_path), dtype=INDEX_DTYPE)
+
+
+def check_arrays(paths: list[Path], model: Path, vocab_size: int) -> list[dict]:
+    """Refuse arrays made by another tokenizer, naming the file; return their metadata."""
+    sha = files.sha256(model)
+    metas = []
+    for path in paths:
+        meta = read_metadata(path)
+        if meta["tokenizer_sha256"] != sha or meta["vocab_size"] != vocab_size:
+            raise PipelineError(
+                f"{path}: made with another tokenizer (sha256 {meta['tokenizer_sha256'][:12]}..., "
+                f"{meta['vocab_size']} pieces; current {model}: {sha[:12]}..., {vocab_size} pieces); "
+                "rerun `dvc repro pretokenize`"
+            )
+        if meta["dtype"] not in DTYPES:
+            raise PipelineError(f"{path}: unknown dtype {meta['dtype']!r}")
+        if meta["n_tokens"] < 2:
+            raise PipelineError(f"{path}: holds {meta['n_tokens']} tokens, too few for one training window")
+        metas.append(meta)
+    return metas

@@ -17,8 +17,8 @@ sample document and on generated text).
 
 import itertools
 import operator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import sentencepiece as spm
@@ -57,13 +57,18 @@ class WordCacheEncoder:
         if self.fallback_reason is None:
             spec = proto.normalizer_spec
             # identity with a dummy prefix and no whitespace clean-up is "▁" + spaces as "▁": no call needed
-            self.plain_spaces = (spec.name == "identity" and not spec.normalization_rule_tsv
-                                 and spec.add_dummy_prefix and not spec.remove_extra_whitespaces)
+            self.plain_spaces = (
+                spec.name == "identity"
+                and not spec.normalization_rule_tsv
+                and spec.add_dummy_prefix
+                and not spec.remove_extra_whitespaces
+            )
             spec.name, spec.precompiled_charsmap, spec.normalization_rule_tsv = "identity", b"", ""
             spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = False
             self.bpe_only = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
-            self.starts_word = np.array([self.bpe_only.id_to_piece(i).startswith(SPACE)
-                                         for i in range(self.bpe_only.get_piece_size())])
+            self.starts_word = np.array(
+                [self.bpe_only.id_to_piece(i).startswith(SPACE) for i in range(self.bpe_only.get_piece_size())]
+            )
         self.max_entries = max_entries
         self.cache: dict[str, bytes] = {}  # word without its leading ▁ -> ids of ▁ + word, as array bytes
         self.words = self.misses = 0
@@ -109,16 +114,24 @@ class WordCacheEncoder:
         heads, docs = [head for head, _ in pieces], [words for _, words in pieces]
         cache = self.cache
         looked = [list(map(cache.get, words)) for words in docs]  # per-word loops stay in C: map, compress, join
-        unseen = list(set(itertools.chain.from_iterable(
-            itertools.compress(words, map(operator.not_, ids)) for words, ids in zip(docs, looked))))
+        unseen = list(
+            set(
+                itertools.chain.from_iterable(
+                    itertools.compress(words, map(operator.not_, ids)) for words, ids in zip(docs, looked)
+                )
+            )
+        )
         if unseen:
             cache.update(zip(unseen, self._bpe_words(unseen)))
-            looked = [ids if None not in ids else list(map(cache.__getitem__, words))
-                      for words, ids in zip(docs, looked)]
+            looked = [
+                ids if None not in ids else list(map(cache.__getitem__, words)) for words, ids in zip(docs, looked)
+            ]
         self.words += sum(map(len, docs))
         self.misses += len(unseen)
-        encoded = [self._as_bytes(self.bpe_only.encode(head)) + b"".join(ids) if head else b"".join(ids)
-                   for head, ids in zip(heads, looked)]
+        encoded = [
+            self._as_bytes(self.bpe_only.encode(head)) + b"".join(ids) if head else b"".join(ids)
+            for head, ids in zip(heads, looked)
+        ]
         if len(cache) > self.max_entries:
             cache.clear()  # after the batch is built: its hits were read from the cache
         else:
@@ -151,7 +164,7 @@ class WordCacheEncoder:
                 out += map(self._as_bytes, self.bpe_only.encode([SPACE + word for word in group], num_threads=1))
                 continue
             data = self._as_bytes(ids)
-            out += [data[a * width: b * width] for a, b in zip(starts, starts[1:] + [len(ids)])]
+            out += [data[a * width : b * width] for a, b in zip(starts, starts[1:] + [len(ids)])]
         return out
 
     def describe(self) -> str:

@@ -2,7 +2,7 @@
 
 import argparse
 
-from pipeline import cli, params, corpus
+from pipeline import cli, corpus, params
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 import argparse
 
-from pipeline import cli, params, download
+from pipeline import cli, download, params
 
 
 def main() -> None:

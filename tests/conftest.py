@@ -1,48 +1,14 @@
-"""Shared fixtures: real files, a real SentencePiece model, a real HTTP server on 127.0.0.1."""
+"""Fixtures: a real SentencePiece model, a real HTTP server on 127.0.0.1, a repository after `dvc repro`."""
 
-import json
-import os
-import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from pipeline import tokenizer
-from pipeline.jsonl import ShardReader, parse_record
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "sample"
-LOSSLESS_FLAGS = {
-    "model_type": "bpe", "vocab_size": 1000, "pad_id": 0, "unk_id": 1, "bos_id": -1, "eos_id": 2,
-    "pad_piece": "[PAD]", "unk_piece": "[UNK]", "eos_piece": "<|endoftext|>", "input_sentence_size": 0,
-    "max_sentence_length": 4192, "normalization_rule_name": "identity",
-    "remove_extra_whitespaces": False, "byte_fallback": True, "num_threads": 2,
-}
-
-
-def write_shard(path: Path, records=(), raw_lines: list[bytes] | None = None, frames: int = 1) -> Path:
-    """A .jsonl.zst file from records (dicts) or raw lines, split over `frames` zstd frames."""
-    lines = raw_lines if raw_lines is not None else [json.dumps(r).encode() for r in records]
-    data = b"".join(line + b"\n" for line in lines)
-    step = -(-len(data) // frames) or 1
-    compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(compressor.compress(data[i:i + step]) for i in range(0, max(len(data), 1), step)))
-    return path
-
-
-def doc(text: str, set_name: str = "Test set") -> dict:
-    return {"text": text, "meta": {"pile_set_name": set_name}}
-
-
-def sample_documents(name: str) -> list[str]:
-    """Every document text of a sample shard, e.g. `val` or `train/00`."""
-    reader = ShardReader(SAMPLE / f"{name}.jsonl.zst")
-    return [parse_record(line, number).text for number, line in reader.lines()]
+from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +27,7 @@ class Behaviour:
 
     files: dict[str, bytes] = field(default_factory=dict)
     range_support: bool = True
-    drop_after: int | None = None       # close the first body response after this many bytes
+    drop_after: int | None = None  # close the first body response after this many bytes
     faults: list[tuple[str, int]] = field(default_factory=list)
     """Scripted misbehaviour of the next body responses, one each, in order: ("drop", n) closes after
     n bytes, ("stall", n) goes silent for `stall_s` after n bytes, ("long", n) / ("short", n) states a
@@ -147,22 +113,16 @@ def http_server():
     server.server_close()
 
 
-def child_env() -> dict:
-    """Environment for subprocesses: this interpreter's bin first, so `python` and `dvc` are ours."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PILE_GPT_PROGRESS"] = "0"
-    return env
-
-
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """A copy of the repository after one full `dvc repro` on the sample (with a tiny model)."""
     from tests.repo import SHARDS, edit_params, fresh_copy, run, stages_run, tiny_training
+
     repo = fresh_copy(tmp_path_factory.mktemp("built"))
     edit_params(repo, tiny_training)
     run(repo, "git", "commit", "-qam", "tiny model")
     result = run(repo, "dvc", "repro")
     assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
-        f"pretokenize@{k}" for k in SHARDS} | {"train", "evaluate"}
+        f"pretokenize@{k}" for k in SHARDS
+    } | {"train", "evaluate"}
     return repo

@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from tests.conftest import REPO, child_env
+from tests.helpers import REPO, child_env
 
 SHARDS = {"00": "train/00", "01": "train/01", "val": "val", "test": "test"}
 
@@ -47,8 +47,16 @@ def edit_params(repo, edit):
 def tiny_training(raw):
     """The sample's data stages as they are, and a model small enough for a test."""
     raw["model"].update(block_size=32, n_layer=1, n_head=2, n_embd=32)
-    raw["train"].update(max_steps=6, warmup_steps=2, decay_steps=12, val_check_interval=3, val_windows=8,
-                        checkpoint_every=3, log_every=1, num_workers=0)
+    raw["train"].update(
+        max_steps=6,
+        warmup_steps=2,
+        decay_steps=12,
+        val_check_interval=3,
+        val_windows=8,
+        checkpoint_every=3,
+        log_every=1,
+        num_workers=0,
+    )
     raw["evaluate"].update(batch_size=64)
 
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from pipeline import corpus
 from pipeline.errors import PipelineError
-from tests.conftest import doc, write_shard
+from tests.helpers import doc, write_shard
 
 
 @settings(max_examples=300, deadline=None)
@@ -24,8 +24,7 @@ def test_long_line_is_cut_before_whitespace():
 
 
 def shard_with_lines(path, n_docs=50, lines_per_doc=20):
-    docs = [doc("\n".join(f"doc {d} line {i}" for i in range(lines_per_doc)), f"set {d % 3}")
-            for d in range(n_docs)]
+    docs = [doc("\n".join(f"doc {d} line {i}" for i in range(lines_per_doc)), f"set {d % 3}") for d in range(n_docs)]
     return write_shard(path, docs)
 
 
@@ -46,7 +45,9 @@ def test_sample_is_exact_seeded_and_reproducible(tmp_path):
 def test_every_line_is_kept_under_the_quota_and_empty_lines_are_counted(tmp_path):
     raw = write_shard(tmp_path / "00.jsonl.zst", [doc("one\n\ntwo\n"), doc("x" * 50)])
     stats = corpus.build(raw, tmp_path / "out.txt", 100, "s", 16)
-    assert (tmp_path / "out.txt").read_text() == "one\ntwo\n" + "x" * 16 + "\n" + "x" * 16 + "\n" + "x" * 16 + "\n" + "xx\n"
+    assert (
+        tmp_path / "out.txt"
+    ).read_text() == "one\ntwo\n" + "x" * 16 + "\n" + "x" * 16 + "\n" + "x" * 16 + "\n" + "xx\n"
     assert (stats.empty_lines, stats.long_lines_split, stats.splits_without_whitespace) == (2, 1, 3)
 
 

@@ -28,14 +28,23 @@ def test_permutation_changes_with_seed_and_epoch():
 def write_array(path, values, vocab_size=100, sha="a" * 64):
     path.parent.mkdir(parents=True, exist_ok=True)
     np.asarray(values, dtype=np.uint16).tofile(path)
-    tokens.metadata_path(path).write_text(json.dumps({
-        "format": tokens.FORMAT, "dtype": "uint16", "vocab_size": vocab_size, "n_tokens": len(values),
-        "tokenizer_sha256": sha, "source": str(path)}))
+    tokens.metadata_path(path).write_text(
+        json.dumps(
+            {
+                "format": tokens.FORMAT,
+                "dtype": "uint16",
+                "vocab_size": vocab_size,
+                "n_tokens": len(values),
+                "tokenizer_sha256": sha,
+                "source": str(path),
+            }
+        )
+    )
     return path
 
 
 def test_windows_span_every_file_with_targets_shifted_by_one(tmp_path):
-    a = write_array(tmp_path / "a.bin", range(0, 21))   # (21 - 1) // 4 = 5 windows
+    a = write_array(tmp_path / "a.bin", range(0, 21))  # (21 - 1) // 4 = 5 windows
     b = write_array(tmp_path / "b.bin", range(50, 59))  # 2 windows
     windows = data.Windows([a, b], block_size=4)
     assert len(windows) == 7
@@ -79,9 +88,9 @@ def test_arrays_from_another_tokenizer_are_refused_naming_the_file(tmp_path):
     model = tmp_path / "spm.model"
     model.write_bytes(b"model")
     good = write_array(tmp_path / "good.bin", range(10), sha=hashlib.sha256(b"model").hexdigest())
-    data.check_arrays([good], model, 100)
+    tokens.check_arrays([good], model, 100)
     stale = write_array(tmp_path / "stale.bin", range(10))
     with pytest.raises(PipelineError, match=r"stale\.bin: made with another tokenizer"):
-        data.check_arrays([good, stale], model, 100)
+        tokens.check_arrays([good, stale], model, 100)
     with pytest.raises(PipelineError, match=r"good\.bin: made with another tokenizer .*100 pieces.*200 pieces"):
-        data.check_arrays([good], model, 200)
+        tokens.check_arrays([good], model, 200)

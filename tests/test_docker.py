@@ -2,7 +2,7 @@
 
 import re
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 INSTRUCTIONS = [line.strip() for line in DOCKERFILE.splitlines() if line.strip() and not line.startswith("#")]
@@ -17,12 +17,18 @@ def test_base_image_is_pinned_by_exact_tag_or_digest():
 def test_image_and_makefile_install_from_the_same_lock_which_pins_what_shapes_artifacts():
     assert "COPY requirements.lock" in DOCKERFILE and re.search(r"pip install .*-r \S*requirements\.lock", DOCKERFILE)
     assert "--constraint requirements.lock" in (REPO / "Makefile").read_text()
-    pins = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     for package in ("sentencepiece", "zstandard", "numpy", "torch", "dvc", "pytorch-lightning"):
         assert re.fullmatch(r"\d+(\.\d+)+", pins[package]), package
-    assert all(">" not in line and "<" not in line for line in (REPO / "requirements.lock").read_text().splitlines()
-               if not line.startswith("#"))
+    assert all(
+        ">" not in line and "<" not in line
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if not line.startswith("#")
+    )
 
 
 def test_runs_as_a_user_that_is_not_root_with_sentencepiece_tools_and_dvc_repro():
@@ -33,6 +39,9 @@ def test_runs_as_a_user_that_is_not_root_with_sentencepiece_tools_and_dvc_repro(
 
 
 def test_build_context_leaves_out_data_and_environments():
-    ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {"data", ".venv", ".dvc/cache"} <= ignored

@@ -145,8 +145,9 @@ def test_flaky_mirror_gives_the_exact_file_after_bounded_logged_retries(http_ser
     server.retry_after = "0"
     # offsets within what is left after earlier faults, so each one bites; the false length comes last
     # as it sends the whole body
-    server.faults = rng.sample([("drop", rng.randrange(1, 70_000)), ("drop", rng.randrange(1, 70_000)),
-                                ("stall", rng.randrange(0, 70_000))], 3) + [("long", rng.randrange(1, 5_000))]
+    server.faults = rng.sample(
+        [("drop", rng.randrange(1, 70_000)), ("drop", rng.randrange(1, 70_000)), ("stall", rng.randrange(0, 70_000))], 3
+    ) + [("long", rng.randrange(1, 5_000))]
     server.stall_s = 2.0
     params = DownloadParams(retries=10, backoff_s=0.01, timeout_s=0.5)
     result, messages = fetch(base, tmp_path / "00.jsonl.zst", SHA, params)

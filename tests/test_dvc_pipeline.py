@@ -4,12 +4,16 @@ import json
 import re
 import shutil
 
+import pytest
 import yaml
 
 from pipeline import params as params_module
-from tests.conftest import REPO, sample_documents
+from tests.helpers import REPO, sample_documents
 from tests.repo import SHARDS, copy_of, edit_params, fresh_copy, run, stages_run
 from tests.test_pretokenize import documents_from_array
+
+pytestmark = pytest.mark.slow  # full `dvc repro` runs on a copy of the repository
+
 
 def test_repro_on_the_sample_builds_arrays_that_decode_to_the_documents(built):
     model = built / "data/tokenizer/spm.model"
@@ -17,7 +21,9 @@ def test_repro_on_the_sample_builds_arrays_that_decode_to_the_documents(built):
         texts, _, meta = documents_from_array(built / f"data/tokens/{path}.bin", model)
         assert texts == sample_documents(path), key
         assert meta["vocab_size"] == yaml.safe_load((built / "params.yaml").read_text())["tokenizer"]["vocab_size"]
-    assert (built / "data/raw/train/00.jsonl.zst").read_bytes() == (REPO / "data/sample/train/00.jsonl.zst").read_bytes()
+    assert (built / "data/raw/train/00.jsonl.zst").read_bytes() == (
+        REPO / "data/sample/train/00.jsonl.zst"
+    ).read_bytes()
     lock = yaml.safe_load((built / "dvc.lock").read_text())
     assert set(lock["stages"]) >= {"tokenizer", "pretokenize@val", "corpus@00"}
 
@@ -35,7 +41,8 @@ def test_vocab_change_reruns_tokenizer_and_pretokenize_only(built, tmp_path):
     status = run(repo, "dvc", "status").stdout
     assert "tokenizer:" in status and "download@" not in status and "corpus@" not in status
     assert stages_run(run(repo, "dvc", "repro")) == {"tokenizer", "train", "evaluate"} | {
-        f"pretokenize@{k}" for k in SHARDS}
+        f"pretokenize@{k}" for k in SHARDS
+    }
     assert params_module.load(repo / "params.yaml").tokenizer["vocab_size"] == 4000
 
 
@@ -45,9 +52,44 @@ def test_training_logs_to_both_loggers_and_evaluation_reaches_dvc_metrics(built)
     assert shown["metrics/eval.json"]["data"]["test"]["bpb"] > 0
     assert (built / "metrics/train/plots/metrics/train/loss.tsv").exists()
     assert list((built / "wandb").glob("offline-run-*"))
-    evaluation = yaml.safe_load((built / "metrics/eval.json").read_text())
+    evaluation = yaml.safe_load((built / "stats/eval.json").read_text())
     assert set(evaluation) == {"val", "test"} and 0 < evaluation["test"]["bpb"] < 20
     assert set(evaluation["val"]["per_set"]) == {"Django docs", "Django code", "Django translations"}
+
+
+def test_metrics_hold_the_headline_numbers_only_and_fit_a_terminal(built):
+    """Everything else a stage counts is a plain stats file, versioned but not a column of `dvc exp show`."""
+    shown = json.loads(run(built, "dvc", "metrics", "show", "--json").stdout)[""]["data"]
+    assert set(shown) == {"metrics/tokenizer.json", "metrics/train/metrics.json", "metrics/eval.json"}
+    assert shown["metrics/tokenizer.json"]["data"] == {"roundtrip_exact": 1.0}
+    headline = shown["metrics/eval.json"]["data"]
+    full = yaml.safe_load((built / "stats/eval.json").read_text())
+    for split in ("val", "test"):
+        assert headline[split]["bpb"] == full[split]["bpb"] and headline[split]["loss"] == full[split]["loss"]
+        assert set(headline[split]) == {"bpb", "loss", "per_set"}
+        assert all(set(group) == {"bpb", "loss"} for group in headline[split]["per_set"].values())
+    assert {"loss", "tokens_per_s", "tokens"} <= set(shown["metrics/train/metrics.json"]["data"]["train"])
+    for stats in ("stats/download/00.json", "stats/corpus/00.json", "stats/tokenizer.json", "data/tokens/val.json"):
+        assert (built / stats).is_file(), stats
+    table = run(built, "dvc", "metrics", "show").stdout
+    assert max(map(len, table.splitlines())) <= 200, table  # was a row per stats file, well over 100 columns
+
+
+def test_loss_curve_and_bits_per_byte_are_pictures_dvc_plots_shows_offline(built, tmp_path):
+    from PIL import Image
+
+    for picture in ("metrics/train/loss.png", "metrics/eval.png"):
+        with Image.open(built / picture) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] >= 400 and image.size[1] >= 300
+        assert (built / picture).stat().st_size > 10_000  # axes, labels, lines: not an empty canvas
+    repo = copy_of(built, tmp_path)
+    shown = run(repo, "dvc", "plots", "show", "--json")
+    plots = json.loads(shown.stdout)
+    assert {"metrics/train/loss.png", "metrics/eval.png"} <= set(plots)
+    run(repo, "dvc", "plots", "show", "-o", "rendered")
+    page = (repo / "rendered" / "index.html").read_text()
+    assert "loss.png" in page and "eval.png" in page
 
 
 def test_more_training_steps_rerun_train_and_evaluate_only_and_continue_the_run(built, tmp_path):
@@ -59,9 +101,16 @@ def test_more_training_steps_rerun_train_and_evaluate_only_and_continue_the_run(
 
 
 def test_sample_prints_a_continuation_of_the_prompt(built):
-    args = ["python", "stages/sample.py", "--prompt", "def ", "--max-new-tokens", "20", "--seed", "3"]
+    args = ["pile-gpt", "sample", "--prompt", "def ", "--max-new-tokens", "20", "--seed", "3"]
     first, second = run(built, *args).stdout, run(built, *args).stdout
     assert first == second and first.startswith("def ") and len(first) > len("def ")
+
+
+def test_the_console_command_lists_every_subcommand_and_names_a_missing_model(tmp_path):
+    shown = run(tmp_path, "pile-gpt", "--help").stdout
+    assert "sample" in shown and "continue a prompt" in shown
+    result = run(tmp_path, "pile-gpt", "sample", "--prompt", "x", check=False)
+    assert result.returncode == 1 and result.stderr.startswith("error: data/model/model.safetensors: missing")
 
 
 def test_settings_that_do_not_change_outputs_rerun_nothing(built, tmp_path):
@@ -104,8 +153,11 @@ def test_pile_preset_plan_lists_every_stage_without_the_network(tmp_path):
     repo = fresh_copy(tmp_path)
     shutil.copy(repo / "presets/pile.yaml", repo / "params.yaml")
     keys = [f"{i:02d}" for i in range(30)] + ["val", "test"]
-    every = ({f"download@{k}" for k in keys} | {"corpus@11", "corpus@22", "tokenizer", "train", "evaluate"}
-             | {f"pretokenize@{k}" for k in keys})
+    every = (
+        {f"download@{k}" for k in keys}
+        | {"corpus@11", "corpus@22", "tokenizer", "train", "evaluate"}
+        | {f"pretokenize@{k}" for k in keys}
+    )
     status = run(repo, "dvc", "status").stdout
     assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == every
     dry = run(repo, "dvc", "repro", "--dry", "--ignore-errors")

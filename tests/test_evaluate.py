@@ -22,9 +22,18 @@ def write_tokens(tmp_path, docs, n_bytes, set_ids, names):
     index["token_offset"] = np.cumsum([0] + [len(d) + 1 for d in docs[:-1]])
     index["n_bytes"], index["set_id"] = n_bytes, set_ids
     index.tofile(tokens.index_path(path))
-    tokens.metadata_path(path).write_text(json.dumps({
-        "format": tokens.FORMAT, "dtype": "uint16", "vocab_size": 50, "n_tokens": len(stream), "eos_id": EOS,
-        "pile_set_names": names}))
+    tokens.metadata_path(path).write_text(
+        json.dumps(
+            {
+                "format": tokens.FORMAT,
+                "dtype": "uint16",
+                "vocab_size": 50,
+                "n_tokens": len(stream),
+                "eos_id": EOS,
+                "pile_set_names": names,
+            }
+        )
+    )
     return path, stream
 
 
@@ -33,7 +42,7 @@ def by_hand(model, stream, block):
     virtual = [EOS] + stream
     losses = []
     for start in range(0, len(stream), block):
-        x = torch.tensor([virtual[start: start + block]])
+        x = torch.tensor([virtual[start : start + block]])
         with torch.no_grad():
             logp = F.log_softmax(model(x)[0], dim=-1)
         for i in range(x.shape[1]):

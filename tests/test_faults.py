@@ -21,8 +21,10 @@ import voluptuous
 import yaml
 from dvc.schema import COMPILED_LOCKFILE_SCHEMA
 
-from tests.conftest import child_env
+from tests.helpers import child_env
 from tests.repo import copy_of, edit_params, run, stages_run
+
+pytestmark = pytest.mark.slow  # stages killed, interrupted and starved of disk under `dvc repro`
 
 OUTPUTS = {  # what each stage writes, whose bytes an undisturbed run fixes
     "download@00": ["data/raw/train/00.jsonl.zst"],
@@ -62,18 +64,53 @@ class Watcher(threading.Thread):
 
 def start(repo: Path, stage: str) -> subprocess.Popen:
     """`dvc repro` of one stage in its own process group, as a terminal or a batch system runs it."""
-    log = open(repo / f"repro-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen(["dvc", "repro", "--force", "--single-item", stage], cwd=repo, env=child_env(),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log_path = repo / f"repro-{time.monotonic_ns()}.log"
+    child = subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", stage],
+        cwd=repo,
+        env=child_env(),
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    child.log_path = log_path
+    return child
 
 
 def stage_process(child: subprocess.Popen) -> psutil.Process | None:
     """The stage's own Python process, once DVC has started it."""
     try:
-        return next((p for p in psutil.Process(child.pid).children(recursive=True)
-                     if any(part.startswith("stages/") for part in p.cmdline())), None)
+        return next(
+            (
+                p
+                for p in psutil.Process(child.pid).children(recursive=True)
+                if any(part.startswith("stages/") for part in p.cmdline())
+            ),
+            None,
+        )
     except psutil.Error:
         return None
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has its own SIGTERM handler: the stage's code has started (pipeline.cli
+    installs one before any work; Python alone does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def working(child: subprocess.Popen) -> psutil.Process | None:
+    """The stage's process once its own code runs (imports done), or None if DVC exited first."""
+    while child.poll() is None:
+        process = stage_process(child)
+        if process is not None and catches_sigterm(process.pid):
+            return process
+        time.sleep(0.002)
+    return None
 
 
 def group_gone(child: subprocess.Popen, within_s: float) -> bool:
@@ -105,7 +142,10 @@ def check_recovers(repo: Path, stage: str, expected: dict, before: dict) -> None
         (repo / "dvc.lock").unlink()
         recovered = run(repo, "dvc", "repro")
         assert {name for name in stages_run(recovered) if f"Running stage '{name}'" in recovered.stdout} <= {
-            stage, "train", "evaluate"}  # train resumes at its last step; evaluate's metrics are not cached
+            stage,
+            "train",
+            "evaluate",
+        }  # train resumes at its last step; evaluate's metrics are not cached
     rerun = run(repo, "dvc", "repro", "--single-item", stage)
     assert {name: (Path(repo / name).stat().st_size, md5(repo / name)) for name in expected} == expected
     if leftovers(repo):  # the temporaries of the killed run stay only when DVC restored the outputs
@@ -147,23 +187,38 @@ def test_stage_killed_or_interrupted_anywhere_is_finished_by_a_rerun_with_identi
         edit_params(repo, lambda raw: raw["train"]["wandb"].update(mode="disabled"))  # seconds per start saved
     began = time.monotonic()
     undisturbed = start(repo, stage)
+    assert working(undisturbed) is not None
+    work_began = time.monotonic()
     assert undisturbed.wait() == 0
-    duration = time.monotonic() - began
+    duration, work_s = time.monotonic() - began, time.monotonic() - work_began
     rng = random.Random(stage)
 
     # Ctrl-C (SIGINT to the whole group, as a terminal sends it) and SIGTERM to the stage alone (as
     # `kill` or a batch system's grace period sends it), in the middle of the stage's own work:
-    # a prompt, clean exit, workers stopped, nothing half-written left
+    # a prompt, clean exit, workers stopped, nothing half-written left. The signal lands at a seeded
+    # moment of the stage's own work (after its imports); should the stage beat it, an earlier one.
     for signum, to_group in ((signal.SIGINT, True), (signal.SIGTERM, False)):
-        with disturbed(repo, stage, expected, f"after {signum.name}", within_s=15, cleans_up=True) as child:
-            while (process := stage_process(child)) is None and child.poll() is None:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.2, 0.5) * duration / 2)
-            if to_group:
-                os.killpg(child.pid, signum)
-            elif process is not None:
-                with contextlib.suppress(psutil.NoSuchProcess):  # a stage may finish before the signal comes
-                    process.send_signal(signum)
+        fraction = rng.uniform(0.1, 0.5)
+        for _ in range(4):
+            with disturbed(repo, stage, expected, f"after {signum.name}", within_s=15, cleans_up=True) as child:
+                process = working(child)
+                assert process is not None, f"{stage}: dvc exited before the stage started"
+                time.sleep(fraction * work_s)
+                if to_group:
+                    os.killpg(child.pid, signum)
+                else:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.send_signal(signum)
+            log = child.log_path.read_text()
+            if "interrupted: nothing was written to the outputs" in log:
+                break
+            assert "exited with" not in log, log  # finished first, or failed otherwise: never half-way silently
+            fraction /= 4
+        else:
+            raise AssertionError(f"{stage}: never interrupted mid-work by {signum.name}:\n{log}")
+        assert child.returncode != 0, log
+        if not to_group:  # DVC itself ran on and reports the stage's status: 130, a clean interrupt
+            assert "exited with 130" in log, log
 
     # SIGKILL of the whole group (a power cut, the OOM killer, scancel) at seeded random moments
     for fraction in (rng.uniform(0.2, 0.6), rng.uniform(0.6, 1.0)):
@@ -194,19 +249,28 @@ def disturbed(repo: Path, stage: str, expected: dict, when: str, within_s: float
     check_recovers(repo, stage, expected, before)
 
 
-REPORT = ("import hashlib, json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
-          "print('FILES', json.dumps({p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in d.iterdir() if p.is_file()}))")
+REPORT = (
+    "import hashlib, json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
+    "print('FILES', json.dumps({p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in d.iterdir() if p.is_file()}))"
+)
 
 
 def in_small_filesystem(repo: Path, directory: str, room: int, command: str):
     """Run `command` with `directory` on a tmpfs that holds its current files plus `room` bytes, in a
     private mount namespace (nothing outside the test sees it); report the directory's files after."""
     used = sum(path.stat().st_size for path in (repo / directory).iterdir() if path.is_file())
-    script = (f"set -e; saved=$(mktemp -d); cp -a {directory}/. $saved/; "
-              f"mount -t tmpfs -o size={used + room} tmpfs {directory}; cp -a $saved/. {directory}/; rm -rf $saved; "
-              f"set +e; {command}; echo \"RC $?\"; python -c \"{REPORT}\" {directory}")
-    result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=repo,
-                            env=child_env(), capture_output=True, text=True)
+    script = (
+        f"set -e; saved=$(mktemp -d); cp -a {directory}/. $saved/; "
+        f"mount -t tmpfs -o size={used + room} tmpfs {directory}; cp -a $saved/. {directory}/; rm -rf $saved; "
+        f'set +e; {command}; echo "RC $?"; python -c "{REPORT}" {directory}'
+    )
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=repo,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+    )
     if "RC " not in result.stdout:
         pytest.skip(f"no private tmpfs here (user namespaces unavailable): {result.stderr.strip()[-200:]}")
     rc = int(result.stdout.split("RC ")[1].split()[0])
@@ -214,12 +278,15 @@ def in_small_filesystem(repo: Path, directory: str, room: int, command: str):
     return rc, files, result.stderr
 
 
-@pytest.mark.parametrize("stage, directory, output", [
-    ("download 00", "data/raw/train", "00.jsonl.zst"),
-    ("corpus 00", "data/corpus", "00.txt"),
-    ("tokenizer", "data/tokenizer", "spm.model"),
-    ("pretokenize 00", "data/tokens/train", "00.bin"),
-])
+@pytest.mark.parametrize(
+    "stage, directory, output",
+    [
+        ("download 00", "data/raw/train", "00.jsonl.zst"),
+        ("corpus 00", "data/corpus", "00.txt"),
+        ("tokenizer", "data/tokenizer", "spm.model"),
+        ("pretokenize 00", "data/tokens/train", "00.bin"),
+    ],
+)
 def test_full_disk_fails_clearly_and_leaves_the_previous_outputs_untouched(built, tmp_path, stage, directory, output):
     repo = copy_of(built, tmp_path)
     before = {path.name: md5(path) for path in (repo / directory).iterdir() if path.is_file()}

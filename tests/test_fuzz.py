@@ -18,41 +18,47 @@ from pipeline import pretokenize, tokens
 from pipeline.errors import PipelineError
 from pipeline.jsonl import ShardReader
 from pipeline.params import PretokenizeParams
-from tests.conftest import REPO, child_env, sample_documents, write_shard
+from tests.helpers import REPO, child_env, sample_documents, write_shard
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-TEXT = st.lists(st.one_of(
-    st.sampled_from(list(LINE_BREAKS) + ["\x00", "\t", " ", "  ", "\r\n", "\ufeff", "▁", "\x7f", "\x1b[0m"]),
-    st.characters(codec="utf-8", exclude_categories=["Cs"]),
-    st.sampled_from(["the", "naïve", "日本語", "🙂", "👩‍💻", "def f():", "0x1F"]),
-), max_size=12).map("".join)
+TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(list(LINE_BREAKS) + ["\x00", "\t", " ", "  ", "\r\n", "\ufeff", "▁", "\x7f", "\x1b[0m"]),
+        st.characters(codec="utf-8", exclude_categories=["Cs"]),
+        st.sampled_from(["the", "naïve", "日本語", "🙂", "👩‍💻", "def f():", "0x1F"]),
+    ),
+    max_size=12,
+).map("".join)
 
 
 def good(text: str, set_name: str = "Fuzz") -> tuple[bytes, str, None]:
     return json.dumps({"text": text, "meta": {"pile_set_name": set_name}}).encode(), text, None
 
 
-BAD = st.sampled_from([  # (raw line, kind the reader must report)
-    (b'{"text": 7, "meta": {}}', "no string 'text'"),
-    (b'{"text": null}', "no string 'text'"),
-    (b'{"text": ["a"]}', "no string 'text'"),
-    (b'{"meta": {"pile_set_name": "x"}}', "no string 'text'"),
-    (b'{"text": "a", "meta": {"pile_set_name": 3}}', "pile_set_name not a string"),
-    (b'{"text": "\\ud800 lone"}', "lone surrogate"),
-    (b'{"text": "\\udfff"}', "lone surrogate"),
-    (b'{"text": "bad \xff\xfe bytes"}', "invalid UTF-8"),
-    (b'{"text": "raw \x00 NUL"}', "not valid JSON"),
-    (b'{"text": "unterminated', "not valid JSON"),
-    (b'["text", "a list"]', "not a JSON object"),
-    (b'"just a string"', "not a JSON object"),
-    (b'', "not valid JSON"),
-    (b'   ', "not valid JSON"),
-])
+BAD = st.sampled_from(
+    [  # (raw line, kind the reader must report)
+        (b'{"text": 7, "meta": {}}', "no string 'text'"),
+        (b'{"text": null}', "no string 'text'"),
+        (b'{"text": ["a"]}', "no string 'text'"),
+        (b'{"meta": {"pile_set_name": "x"}}', "no string 'text'"),
+        (b'{"text": "a", "meta": {"pile_set_name": 3}}', "pile_set_name not a string"),
+        (b'{"text": "\\ud800 lone"}', "lone surrogate"),
+        (b'{"text": "\\udfff"}', "lone surrogate"),
+        (b'{"text": "bad \xff\xfe bytes"}', "invalid UTF-8"),
+        (b'{"text": "raw \x00 NUL"}', "not valid JSON"),
+        (b'{"text": "unterminated', "not valid JSON"),
+        (b'["text", "a list"]', "not a JSON object"),
+        (b'"just a string"', "not a JSON object"),
+        (b"", "not valid JSON"),
+        (b"   ", "not valid JSON"),
+    ]
+)
 LINE = st.one_of(
     TEXT.map(good),
     st.tuples(TEXT, st.dictionaries(st.sampled_from(["id", "url", "extra"]), st.integers(), max_size=2)).map(
-        lambda t: (json.dumps({"text": t[0], **t[1]}).encode(), t[0], None)),  # no meta, extra fields
+        lambda t: (json.dumps({"text": t[0], **t[1]}).encode(), t[0], None)
+    ),  # no meta, extra fields
     TEXT.map(lambda text: (good(text)[0] + b"\r", text, None)),  # a CRLF line ending
     BAD.map(lambda bad: (bad[0], None, bad[1])),
 )
@@ -69,7 +75,7 @@ def decoded_documents(output: Path, model: Path) -> list[str]:
     processor = spm.SentencePieceProcessor(model_file=str(model))
     ids, index = tokens.open_tokens(output), tokens.open_index(output)
     ends = np.append(index["token_offset"][1:], len(ids)).astype(np.int64)
-    return [processor.decode(ids[start: end - 1].tolist()) for start, end in zip(index["token_offset"], ends)]
+    return [processor.decode(ids[start : end - 1].tolist()) for start, end in zip(index["token_offset"], ends)]
 
 
 @FUZZ
@@ -81,7 +87,7 @@ def test_every_line_is_a_correct_document_or_a_counted_bad_record(small_model, t
     texts = [text for _, text, _ in lines if text is not None]
     bad_kinds = Counter(kind for _, _, kind in lines if kind is not None)
     if texts:
-        meta = pretokenize.run(shard, small_model, work / "out.bin", PretokenizeParams(workers=1, on_bad_record="skip"))
+        meta = pretokenize.run(shard, small_model, work / "out.bin", PretokenizeParams(workers=1), on_bad_record="skip")
         assert meta["n_docs"] == len(texts) and meta["bad_records"] == dict(bad_kinds)
         assert meta["n_bytes"] == sum(len(text.encode()) for text in texts)
         # the lossless tokenizer gives every text back, but for SentencePiece's own space marker, counted
@@ -91,15 +97,19 @@ def test_every_line_is_a_correct_document_or_a_counted_bad_record(small_model, t
         first_bad = next(n for n, (_, text, _) in enumerate(lines, 1) if text is None) if bad_kinds else None
         with pytest.raises(PipelineError) as caught:
             pretokenize.run(shard, small_model, work / "strict.bin", PretokenizeParams(workers=1))
-        expected = f"line {first_bad:,}: {bad_kinds and next(k for _, t, k in lines if t is None)}" if bad_kinds \
+        expected = (
+            f"line {first_bad:,}: {bad_kinds and next(k for _, t, k in lines if t is None)}"
+            if bad_kinds
             else "contains no documents"
+        )
         assert str(shard) in str(caught.value) and expected in str(caught.value)
         assert not list(work.glob("strict*"))  # nothing half-written
 
 
 def records(n: int) -> list[bytes]:
-    return [json.dumps({"text": f"document {i} " + "word " * i, "meta": {"pile_set_name": "S"}}).encode()
-            for i in range(n)]
+    return [
+        json.dumps({"text": f"document {i} " + "word " * i, "meta": {"pile_set_name": "S"}}).encode() for i in range(n)
+    ]
 
 
 @FUZZ
@@ -116,7 +126,7 @@ def test_damaged_zstd_reads_whole_or_fails_naming_the_file(tmp_path_factory, dat
         blob = blob[:at]
     elif damage == "flip":
         at = data.draw(st.integers(0, len(blob) - 1))
-        blob = blob[:at] + bytes([blob[at] ^ data.draw(st.integers(1, 255))]) + blob[at + 1:]
+        blob = blob[:at] + bytes([blob[at] ^ data.draw(st.integers(1, 255))]) + blob[at + 1 :]
     else:
         blob += data.draw(st.binary(min_size=1, max_size=64))
     path = work / "damaged.jsonl.zst"
@@ -167,8 +177,13 @@ def test_a_damaged_shard_through_the_stage_exits_with_a_message_not_a_traceback(
     (tmp_path / "data/raw/train/00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b"\x00\xff" * 999)[:-3])
     (tmp_path / "data/tokenizer").mkdir(parents=True)
     (tmp_path / "data/tokenizer/spm.model").write_bytes(small_model.read_bytes())
-    result = subprocess.run([sys.executable, str(REPO / "stages/pretokenize.py"), "00"], cwd=tmp_path,
-                            env={**child_env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages/pretokenize.py"), "00"],
+        cwd=tmp_path,
+        env={**child_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "data/tokens").exists() or not list((tmp_path / "data/tokens").rglob("*.bin"))
 
@@ -179,14 +194,21 @@ from pathlib import Path
 from pipeline import pretokenize
 from pipeline.params import PretokenizeParams
 meta = pretokenize.run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=1))
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))  # not ru_maxrss: exec keeps the parent's
+# VmHWM, not ru_maxrss: exec keeps the parent's
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "docs": meta["n_docs"]}))
 """
 
 
 def peak_rss(shard: Path, model: Path, output: Path) -> int:
-    result = subprocess.run([sys.executable, "-c", PEAK, str(shard), str(model), str(output)], cwd=REPO,
-                            env=child_env(), capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK, str(shard), str(model), str(output)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.splitlines()[-1])["peak"]
 
 
@@ -195,7 +217,10 @@ def test_one_document_of_tens_of_mb_round_trips_in_memory_near_its_own_size(smal
     huge = ("\n".join(texts) * 40)[:20_000_000]
     small = write_shard(tmp_path / "small.jsonl.zst", [{"text": t} for t in texts[:200]])
     big = write_shard(tmp_path / "big.jsonl.zst", [{"text": t} for t in texts[:200]] + [{"text": huge}])
-    baseline, peak = peak_rss(small, small_model, tmp_path / "small.bin"), peak_rss(big, small_model, tmp_path / "big.bin")
+    baseline, peak = (
+        peak_rss(small, small_model, tmp_path / "small.bin"),
+        peak_rss(big, small_model, tmp_path / "big.bin"),
+    )
     # the line, its text and its ids are each held a few times; before encoding by slices of words,
     # the encoder's word lists alone cost 35x the line
     assert peak - baseline < 20 * len(huge), (baseline, peak)

@@ -8,7 +8,7 @@ import zstandard
 from pipeline import jsonl
 from pipeline.errors import PipelineError
 from pipeline.jsonl import BadRecord, ShardReader, parse_record
-from tests.conftest import doc, write_shard
+from tests.helpers import doc, write_shard
 
 
 def read_all(path):
@@ -64,16 +64,19 @@ def test_missing_and_empty_files_are_clear_errors(tmp_path):
         ShardReader(tmp_path / "empty.jsonl.zst")
 
 
-@pytest.mark.parametrize("line, kind", [
-    (b'{"text": "a"', "not valid JSON"),
-    (b'["text"]', "not a JSON object"),
-    (b'{"meta": {}}', "no string 'text'"),
-    (b'{"text": 5}', "no string 'text'"),
-    (b'{"text": "caf\xc3"}', "invalid UTF-8"),
-    (b'{"text": "\\ud800 alone"}', "lone surrogate"),
-    (b'{"text": "a", "meta": {"pile_set_name": 3}}', "pile_set_name not a string"),
-    (b"", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        (b'{"text": "a"', "not valid JSON"),
+        (b'["text"]', "not a JSON object"),
+        (b'{"meta": {}}', "no string 'text'"),
+        (b'{"text": 5}', "no string 'text'"),
+        (b'{"text": "caf\xc3"}', "invalid UTF-8"),
+        (b'{"text": "\\ud800 alone"}', "lone surrogate"),
+        (b'{"text": "a", "meta": {"pile_set_name": 3}}', "pile_set_name not a string"),
+        (b"", "not valid JSON"),
+    ],
+)
 def test_bad_record_says_what_is_wrong(line, kind):
     with pytest.raises(BadRecord) as info:
         parse_record(line, 2)

@@ -34,8 +34,9 @@ def test_vocabulary_is_padded_for_matmuls_but_padding_is_never_predicted(model):
 
 def test_embeddings_are_tied_and_residual_projections_are_scaled_down(model):
     assert model.lm_head.weight is model.token_embedding.weight
-    projections = torch.cat([b.attn.proj.weight.flatten() for b in model.blocks] +
-                            [b.mlp.down.weight.flatten() for b in model.blocks])
+    projections = torch.cat(
+        [b.attn.proj.weight.flatten() for b in model.blocks] + [b.mlp.down.weight.flatten() for b in model.blocks]
+    )
     assert projections.std().item() == pytest.approx(0.02 / math.sqrt(2 * CONFIG.n_layer), rel=0.1)
     assert model.blocks[0].mlp.up.weight.std().item() == pytest.approx(0.02, rel=0.1)
 
@@ -43,7 +44,7 @@ def test_embeddings_are_tied_and_residual_projections_are_scaled_down(model):
 def test_flops_per_token_is_six_n_plus_attention(model):
     d, L, V, T = CONFIG.n_embd, CONFIG.n_layer, CONFIG.padded_vocab_size, CONFIG.block_size
     per_block = 3 * d * d + d * d + 4 * d * d * 2 + 2 * d  # qkv, proj, mlp up and down, two LayerNorm gains
-    n = V * d + L * per_block + d                          # tied embedding, blocks, final LayerNorm
+    n = V * d + L * per_block + d  # tied embedding, blocks, final LayerNorm
     assert model.n_params() == n
     assert model.flops_per_token() == 6 * n + 12 * L * d * T
 

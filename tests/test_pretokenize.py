@@ -9,7 +9,7 @@ import sentencepiece as spm
 from pipeline import pretokenize, tokens
 from pipeline.errors import PipelineError
 from pipeline.params import PretokenizeParams
-from tests.conftest import SAMPLE, doc, sample_documents, write_shard
+from tests.helpers import SAMPLE, doc, sample_documents, write_shard
 
 ONE = PretokenizeParams(workers=1, batch_bytes=50_000)
 TWO = PretokenizeParams(workers=2, batch_bytes=50_000)
@@ -24,7 +24,7 @@ def documents_from_array(bin_path, model):
     texts = []
     for start, end in zip(index["token_offset"], ends):
         assert ids[end - 1] == meta["eos_id"]
-        texts.append(processor.decode(ids[start:end - 1].tolist()))
+        texts.append(processor.decode(ids[start : end - 1].tolist()))
     return texts, index, meta
 
 
@@ -39,7 +39,8 @@ def test_sample_shard_decodes_back_to_its_documents(small_model, tmp_path):
     names = [stored["pile_set_names"][i] for i in index["set_id"]]
     assert sorted(set(names)) == ["Django code", "Django docs", "Django translations"]
     assert {name: sum(1 for n in names if n == name) for name in set(names)} == {
-        name: counts["docs"] for name, counts in meta["per_set"].items()}
+        name: counts["docs"] for name, counts in meta["per_set"].items()
+    }
     assert np.memmap(out, dtype=np.uint16, mode="r").shape == (stored["n_tokens"],)  # nanoGPT's way
 
 
@@ -58,11 +59,15 @@ def test_empty_texts_and_unicode_edge_cases_round_trip(small_model, tmp_path):
 
 
 def test_bad_record_names_file_and_line_and_leaves_no_output(small_model, tmp_path):
-    raw = write_shard(tmp_path / "07.jsonl.zst", raw_lines=[b'{"text": "fine"}'] * 5 + [b'{"text": 1}'] + [b'{"text": "ok"}'])
+    raw = write_shard(
+        tmp_path / "07.jsonl.zst", raw_lines=[b'{"text": "fine"}'] * 5 + [b'{"text": 1}'] + [b'{"text": "ok"}']
+    )
     with pytest.raises(PipelineError, match=r"07\.jsonl\.zst: line 6: no string 'text'.*on_bad_record: skip"):
         pretokenize.run(raw, small_model, tmp_path / "out" / "07.bin", TWO)
     assert not list((tmp_path / "out").iterdir())
-    meta = pretokenize.run(raw, small_model, tmp_path / "out" / "07.bin", PretokenizeParams(workers=2, on_bad_record="skip"))
+    meta = pretokenize.run(
+        raw, small_model, tmp_path / "out" / "07.bin", PretokenizeParams(workers=2), on_bad_record="skip"
+    )
     assert meta["n_docs"] == 6 and meta["bad_records"] == {"no string 'text'": 1}
 
 
@@ -82,7 +87,8 @@ def test_vocabulary_too_large_for_the_dtype_is_refused():
 
 def test_tokenizer_without_a_separator_is_refused_before_any_work(tmp_path, small_model):
     from pipeline import tokenizer
-    from tests.conftest import LOSSLESS_FLAGS
+    from tests.helpers import LOSSLESS_FLAGS
+
     tokenizer.train([small_model.parent / "corpus.txt"], tmp_path / "noeos", {**LOSSLESS_FLAGS, "eos_id": -1})
     with pytest.raises(PipelineError, match="no eos piece .* bleed"):
         pretokenize.run(SAMPLE / "val.jsonl.zst", tmp_path / "noeos.model", tmp_path / "val.bin", ONE)

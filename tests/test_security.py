@@ -5,8 +5,10 @@ import uuid
 import pytest
 import yaml
 
-from tests.conftest import SAMPLE
+from tests.helpers import SAMPLE
 from tests.repo import SHARDS, copy_of, edit_params, run, stages_run
+
+pytestmark = pytest.mark.slow  # a full run with planted secrets
 
 MIRROR_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds them unless the run leaks them
 WANDB_KEY = uuid.uuid4().hex + "0" * 8
@@ -21,15 +23,20 @@ def test_planted_secrets_reach_no_log_stats_params_checkpoint_or_cache(built, tm
     def through_mirror_and_longer(raw):
         raw["data"]["source"] = base
         raw["train"]["max_steps"] = 9
+
     edit_params(repo, through_mirror_and_longer)
     monkeypatch.setenv("HF_TOKEN", MIRROR_TOKEN)
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
     result = run(repo, "dvc", "repro")
     assert stages_run(result) == {f"download@{key}" for key in SHARDS} | {"train", "evaluate"}
     assert {r["headers"].get("Authorization") for r in server.requests} == {f"Bearer {MIRROR_TOKEN}"}  # in use
-    leaks = [str(path.relative_to(repo)) for path in repo.rglob("*")
-             if path.is_file() and ".git" not in path.parts
-             and any(secret.encode() in path.read_bytes() for secret in (MIRROR_TOKEN, WANDB_KEY))]
+    leaks = [
+        str(path.relative_to(repo))
+        for path in repo.rglob("*")
+        if path.is_file()
+        and ".git" not in path.parts
+        and any(secret.encode() in path.read_bytes() for secret in (MIRROR_TOKEN, WANDB_KEY))
+    ]
     assert leaks == []  # logs, stats, dvc.lock, DVCLive params, W&B files, checkpoints, exports, DVC's cache
     assert MIRROR_TOKEN not in result.stdout + result.stderr and WANDB_KEY not in result.stdout + result.stderr
 

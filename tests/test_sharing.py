@@ -3,10 +3,13 @@
 import subprocess
 import time
 
+import pytest
 import yaml
 
-from tests.conftest import child_env
+from tests.helpers import child_env
 from tests.repo import copy_of, edit_params, fresh_copy, run, stages_run, tiny_training
+
+pytestmark = pytest.mark.slow  # clones, a DVC remote and full runs
 
 
 def test_colleague_pulls_the_tokenized_shards_and_tokenizes_nothing(built, tmp_path):
@@ -47,9 +50,17 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
     edit_params(repo, lambda raw: raw["pretokenize"].update(workers=1))
     run(repo, "dvc", "repro", "tokenizer", "download@00", "download@01")
     partials = [repo / f"data/tokens/train/{key}.bin.tmp" for key in ("00", "01")]
-    processes = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "--single-item", f"pretokenize@{key}"], cwd=repo,
-                                  env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for key in ("00", "01")]
+    processes = [
+        subprocess.Popen(
+            ["dvc", "--wait-for-lock", "repro", "--single-item", f"pretokenize@{key}"],
+            cwd=repo,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for key in ("00", "01")
+    ]
     overlapped = False
     while any(p.poll() is None for p in processes):
         overlapped |= all(path.exists() for path in partials)  # both stages mid-way at the same moment

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import sentencepiece as spm
 
-from pipeline import tokenizer
+from pipeline import machine, tokenizer
 from pipeline.errors import PipelineError
-from tests.conftest import LOSSLESS_FLAGS, sample_documents
+from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
 
 def test_same_corpus_and_flags_give_a_byte_identical_model(small_model, tmp_path, monkeypatch):
@@ -32,8 +32,11 @@ def test_every_sample_document_decodes_back_exactly(small_model, name):
 
 
 def test_seed_flags_lose_information_the_lossless_defaults_keep(small_model, tmp_path):
-    seed_like = {k: v for k, v in LOSSLESS_FLAGS.items()
-                 if k not in ("normalization_rule_name", "remove_extra_whitespaces", "byte_fallback")}
+    seed_like = {
+        k: v
+        for k, v in LOSSLESS_FLAGS.items()
+        if k not in ("normalization_rule_name", "remove_extra_whitespaces", "byte_fallback")
+    }
     tokenizer.train([small_model.parent / "corpus.txt"], tmp_path / "seed", seed_like)
     text = "def f():\n    return  'é\u00a0x'\t# ok"
     load = lambda path: spm.SentencePieceProcessor(model_file=str(path))  # noqa: E731
@@ -47,7 +50,24 @@ def test_memory_estimate_refuses_a_corpus_too_large_for_the_machine(tmp_path):
     assert tokenizer.check_memory([corpus], 10**9) == 1000 * tokenizer.RAM_PER_TEXT_BYTE
     with pytest.raises(PipelineError, match=r"needs about .* GB of RAM .* lower corpus.max_lines"):
         tokenizer.check_memory([corpus], 1000)
-    assert tokenizer.available_memory() > 0
+
+
+def test_available_memory_is_capped_by_the_cgroup_limit_a_container_or_batch_job_sets(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemAvailable:    8000000 kB\n")
+    assert machine.available_memory(meminfo, tmp_path / "no-cgroup") == 8_000_000 * 1024
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("2000000000\n")
+    (v2 / "memory.current").write_text("500000000\n")
+    assert machine.available_memory(meminfo, v2) == 1_500_000_000  # the job's headroom, not the machine's
+    (v2 / "memory.max").write_text("max\n")
+    assert machine.available_memory(meminfo, v2) == 8_000_000 * 1024
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("1000000000\n")
+    (v1 / "memory.usage_in_bytes").write_text("400000000\n")
+    assert machine.available_memory(meminfo, v1.parent) == 600_000_000
 
 
 def test_missing_corpus_names_the_file(tmp_path):
@@ -58,4 +78,4 @@ def test_missing_corpus_names_the_file(tmp_path):
 def test_bad_flag_value_fails_with_sentencepieces_reason_and_leaves_nothing(small_model, tmp_path):
     with pytest.raises(PipelineError, match="SentencePiece training failed"):
         tokenizer.train([small_model.parent / "corpus.txt"], tmp_path / "spm", {**LOSSLESS_FLAGS, "model_type": "nope"})
-    assert not list(tmp_path.iterdir())
+    assert [path.name for path in tmp_path.iterdir()] == ["spm.log"]  # SentencePiece's log, for the reason

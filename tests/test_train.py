@@ -1,26 +1,50 @@
 """Training with the real Lightning Trainer on CPU: learns, resumes bit-exactly, scales out, stops safely."""
 
+import json
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
 import yaml
 
 from pipeline import pretokenize
+from pipeline.model import GPT, GPTConfig
 from pipeline.params import PretokenizeParams
-from tests.conftest import REPO, SAMPLE, child_env
+from tests.helpers import REPO, SAMPLE, child_env
+
+pytestmark = pytest.mark.slow  # the real Lightning Trainer, trainings of seconds to a minute each
 
 TINY = {
-    "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0, "bias": False,
-              "vocab_multiple": 64},
-    "train": {"batch_size": 8, "max_steps": 24, "lr": 0.003, "min_lr": 0.0003, "warmup_steps": 4,
-              "decay_steps": 24, "val_check_interval": 8, "val_windows": 16, "checkpoint_every": 4,
-              "log_every": 2, "num_workers": 0, "num_threads": 1, "accelerator": "cpu",
-              "wandb": {"mode": "disabled"}},
+    "model": {
+        "block_size": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "n_embd": 32,
+        "dropout": 0.0,
+        "bias": False,
+        "vocab_multiple": 64,
+    },
+    "train": {
+        "batch_size": 8,
+        "max_steps": 24,
+        "lr": 0.003,
+        "min_lr": 0.0003,
+        "warmup_steps": 4,
+        "decay_steps": 24,
+        "val_check_interval": 8,
+        "val_windows": 16,
+        "checkpoint_every": 4,
+        "log_every": 2,
+        "num_workers": 0,
+        "num_threads": 1,
+        "accelerator": "cpu",
+    },
 }
 
 
@@ -39,11 +63,12 @@ def project(tmp_path, small_model, token_arrays, **overrides):
     (tmp_path / "data/tokenizer").mkdir(parents=True)
     shutil.copy(small_model, tmp_path / "data/tokenizer/spm.model")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"]["shards"] = {"00": {"path": "train/00"}, "val": {"path": "val"}}
+    raw["data"]["shards"] = {"00": {"path": "train/00", "sha256": None}, "val": {"path": "val", "sha256": None}}
     raw["evaluate"]["splits"] = ["val"]
     raw["corpus"]["shards"] = ["00"]
     for section, values in TINY.items():
         raw[section].update(values)
+    raw["train"]["wandb"]["mode"] = "disabled"
     set_params(tmp_path, raw, **overrides)
     return tmp_path
 
@@ -57,8 +82,14 @@ def set_params(directory, raw=None, **overrides):
 
 
 def train(directory, check=True):
-    result = subprocess.run([sys.executable, str(REPO / "stages/train.py")], cwd=directory, env=child_env(),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages/train.py")],
+        cwd=directory,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and result.returncode:
         raise AssertionError(f"train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -66,6 +97,7 @@ def train(directory, check=True):
 
 def weights(directory):
     from safetensors.torch import load_file
+
     return load_file(directory / "data/model/model.safetensors")
 
 
@@ -95,13 +127,33 @@ def test_loss_falls_and_the_model_is_exported(tmp_path, small_model, token_array
     assert (repo / "data/model/checkpoints/last.ckpt").exists() and (repo / "data/model/checkpoints/best.ckpt").exists()
 
 
+def test_throughput_is_logged_and_mfu_only_where_the_peak_is_known(tmp_path, small_model, token_arrays):
+    """On CPU Lightning knows no peak FLOP/s, so no MFU; train.peak_flops supplies one."""
+    plain = project(tmp_path / "plain", small_model, token_arrays, train__max_steps=8, train__log_every=2)
+    train(plain)
+    logged = json.loads((plain / "metrics/train/metrics.json").read_text())["train"]
+    assert logged["tokens_per_s"] > 0 and logged["tokens"] == 8 * 8 * 32 and "mfu" not in logged
+    peak = project(
+        tmp_path / "peak", small_model, token_arrays, train__max_steps=8, train__log_every=2, train__peak_flops=1e12
+    )
+    train(peak)
+    logged = json.loads((peak / "metrics/train/metrics.json").read_text())["train"]
+    flops_per_token = GPT(GPTConfig(vocab_size=1000, **TINY["model"])).flops_per_token()
+    assert logged["mfu"] == pytest.approx(logged["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
+
+
 def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, small_model, token_arrays):
     longer = {"train__max_steps": 48, "train__decay_steps": 48}
     whole = project(tmp_path / "whole", small_model, token_arrays, **longer)
     train(whole)
     killed = project(tmp_path / "killed", small_model, token_arrays, **longer)
-    process = subprocess.Popen([sys.executable, str(REPO / "stages/train.py")], cwd=killed, env=child_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "stages/train.py")],
+        cwd=killed,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = killed / "data/model/checkpoints/last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -116,6 +168,39 @@ def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, sma
     logged, expected = losses(killed), losses(whole)
     assert all(logged[step] == expected[step] for step in logged)  # every logged loss is the same
     assert {step for step in expected if step >= step_at_kill} <= set(logged)  # none lost after the checkpoint
+
+
+def test_a_killed_dataloader_worker_stops_training_with_a_message_and_a_rerun_resumes_exactly(
+    tmp_path, small_model, token_arrays
+):
+    settings = {"train__max_steps": 48, "train__decay_steps": 48, "train__num_workers": 1}
+    whole = project(tmp_path / "whole", small_model, token_arrays, **settings)
+    train(whole)
+    killed = project(tmp_path / "killed", small_model, token_arrays, **settings)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "stages/train.py")],
+        cwd=killed,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = killed / "data/model/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.Random(5).uniform(0.0, 0.5))
+    (worker,) = psutil.Process(process.pid).children()  # the one DataLoader worker (W&B is off)
+    worker.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)  # no hang
+    assert process.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "error: train: DataLoader worker" in stderr and "a DataLoader worker process died" in stderr
+    assert "rerun to resume" in stderr
+    step_at_kill = torch.load(last, weights_only=True)["global_step"]
+    assert 4 <= step_at_kill < 48, "the kill should land mid-run"
+    result = train(killed)
+    assert "resumed from data/model/checkpoints/last.ckpt" in result.stdout
+    assert same_weights(weights(whole), weights(killed))
 
 
 def test_raising_max_steps_continues_the_run_as_if_it_had_never_stopped(tmp_path, small_model, token_arrays):
@@ -136,12 +221,22 @@ def test_changing_the_learning_rate_starts_afresh_and_says_why(tmp_path, small_m
     assert "starting afresh" in result.stdout and "train.lr" in result.stdout and "fresh," in result.stdout
 
 
-def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_batch(tmp_path, small_model, token_arrays):
+def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_batch(
+    tmp_path, small_model, token_arrays
+):
     one = project(tmp_path / "one", small_model, token_arrays, train__max_steps=8, train__batch_size=8)
-    two = project(tmp_path / "two", small_model, token_arrays, train__max_steps=8, train__batch_size=4,
-                  train__devices=2, train__strategy="ddp")
-    other_seed = project(tmp_path / "seed", small_model, token_arrays, train__max_steps=8, train__batch_size=8,
-                         train__seed=7)
+    two = project(
+        tmp_path / "two",
+        small_model,
+        token_arrays,
+        train__max_steps=8,
+        train__batch_size=4,
+        train__devices=2,
+        train__strategy="ddp",
+    )
+    other_seed = project(
+        tmp_path / "seed", small_model, token_arrays, train__max_steps=8, train__batch_size=8, train__seed=7
+    )
     for repo in (one, two, other_seed):
         train(repo)
     a, b, c = weights(one), weights(two), weights(other_seed)
@@ -150,16 +245,31 @@ def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_ba
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, small_model, token_arrays):
-    repo = project(tmp_path, small_model, token_arrays, train__lr=1e30, train__min_lr=0.0, train__warmup_steps=0,
-                   train__checkpoint_every=1, train__grad_clip=0.0)
-    result = train(repo, check=False)
-    assert result.returncode == 1
-    assert "error: train: loss is nan at step" in result.stderr or "error: train: loss is inf at step" in result.stderr
-    failed_at = int(result.stderr.split(" at step ")[1].split(";")[0])
-    checkpoint = torch.load(repo / "data/model/checkpoints/last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] <= failed_at  # the state the failing step started from, no later
-    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
-    assert not (repo / "data/model/model.safetensors").exists()
+    """Checked at every step (a checkpoint each step) and checked only where something is written
+    (log_every 5, a checkpoint every 2 steps): the same first bad step is named, nothing non-finite is saved."""
+    failed = []
+    for checkpoint_every, log_every in ((1, 1), (2, 5)):
+        repo = project(
+            tmp_path / f"every{checkpoint_every}",
+            small_model,
+            token_arrays,
+            train__lr=1e30,
+            train__min_lr=0.0,
+            train__warmup_steps=0,
+            train__checkpoint_every=checkpoint_every,
+            train__log_every=log_every,
+            train__grad_clip=0.0,
+        )
+        result = train(repo, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "error: train: the loss became nan or inf at step" in result.stderr
+        failed.append(int(result.stderr.split(" at step ")[1].split(";")[0]))
+        for path in (repo / "data/model/checkpoints").glob("*.ckpt"):
+            checkpoint = torch.load(path, weights_only=True)
+            assert checkpoint["global_step"] <= failed[-1]  # the state the failing step started from, no later
+            assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+        assert not (repo / "data/model/model.safetensors").exists()
+    assert failed[0] == failed[1]
 
 
 def test_arrays_from_another_tokenizer_are_refused_before_training(tmp_path, small_model, token_arrays):
@@ -173,6 +283,7 @@ def test_arrays_from_another_tokenizer_are_refused_before_training(tmp_path, sma
 class _Payload:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch PWNED",))
 
 

@@ -46,8 +46,18 @@ def split_of(path: str) -> str:
 
 def fetch_sdist(directory: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--dest", str(directory), SDIST_REQUIREMENT],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--dest",
+            str(directory),
+            SDIST_REQUIREMENT,
+        ],
         check=True,
     )
     return directory / SDIST
@@ -101,8 +111,10 @@ def main() -> None:
         text_bytes = write_shard(out, documents)
         digest = hashlib.sha256(out.read_bytes()).hexdigest()
         sums.append(f"{digest}  {name}.jsonl.zst")
-        print(f"{name:9s} {len(documents):5d} docs {text_bytes / 1e6:6.2f} MB text "
-              f"{out.stat().st_size / 1e6:5.2f} MB zstd  sha256 {digest}")
+        print(
+            f"{name:9s} {len(documents):5d} docs {text_bytes / 1e6:6.2f} MB text "
+            f"{out.stat().st_size / 1e6:5.2f} MB zstd  sha256 {digest}"
+        )
     (OUT_DIR / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 
 

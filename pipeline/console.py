@@ -1,0 +1,45 @@
+"""The `pile-gpt` console command, for what is not a DVC stage (the pipeline itself runs with `dvc repro`)."""
+
+import argparse
+
+from pipeline import cli
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from pipeline import sample  # torch loads only for the subcommand that needs it
+
+    print(
+        sample.continue_text(
+            args.model_dir, args.prompt, args.max_new_tokens, args.temperature, args.top_k or None, args.seed
+        )
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="pile-gpt",
+        description="Pretrain GPT models on the Pile, driven by DVC. The pipeline itself runs "
+        "with `dvc repro` (stages in dvc.yaml); these commands work with what it made.",
+    )
+    commands = top.add_subparsers(title="commands", dest="command", required=True)
+    sample = commands.add_parser(
+        "sample",
+        help="continue a prompt with the trained model (data/model)",
+        description="Print a continuation of a prompt from the exported model.",
+    )
+    sample.add_argument("--prompt", default="", help="text to continue (empty: start after a document separator)")
+    sample.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 picks the likeliest token every time")
+    sample.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens; 0 for all")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampler, for repeatable output")
+    sample.add_argument(
+        "--model-dir", default="data/model", help="directory of model.safetensors, config.json, tokenizer.model"
+    )
+    sample.set_defaults(handler=_sample)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `pile-gpt` console command (pyproject.toml's [project.scripts])."""
+    args = parser().parse_args(argv)
+    cli.run(lambda: args.handler(args))

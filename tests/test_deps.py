@@ -1,0 +1,79 @@
+"""dvc.yaml lists exactly the code each stage runs, read off the imports, so the two cannot drift."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO
+
+# Modules that cannot change an output's bytes: messages, start-up, progress bars, machine facts,
+# the whole-or-nothing writer, and the params loader (which refuses any field missing from the file,
+# so no default in code decides an output: tests/test_params.py).
+CANNOT_CHANGE_OUTPUTS = {"errors", "cli", "progress", "files", "machine", "params"}
+
+
+def stages() -> dict[str, dict]:
+    """Stage name -> its definition; a foreach stage's `do` body stands for all its items."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: body.get("do", body) for name, body in spec.items()}
+
+
+def pipeline_imports(path: Path) -> set[str]:
+    """Modules of pipeline/ that `path` imports anywhere in it (top level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("pipeline.")}
+    return found
+
+
+def closure(script: Path) -> set[str]:
+    """Every pipeline module the script reaches, directly or through other pipeline modules."""
+    seen, todo = set(), pipeline_imports(script)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo |= pipeline_imports(REPO / "pipeline" / f"{module}.py")
+    return seen
+
+
+def script_of(stage: dict) -> str:
+    (script,) = re.findall(r"\bstages/\w+\.py\b", stage["cmd"])
+    return script
+
+
+@pytest.mark.parametrize("name", list(stages()))
+def test_every_module_a_stage_runs_is_in_its_deps_and_no_other(name):
+    stage = stages()[name]
+    script = script_of(stage)
+    deps = {dep for dep in stage["deps"] if isinstance(dep, str)}
+    assert script in deps, f"{name}: its own script {script} is not in its deps"
+    needed = {f"pipeline/{m}.py" for m in closure(REPO / script) - CANNOT_CHANGE_OUTPUTS}
+    listed = {dep for dep in deps if dep.startswith("pipeline/")}
+    missing, extra = sorted(needed - listed), sorted(listed - needed)
+    assert not missing, (
+        f"dvc.yaml: stage {name} runs {', '.join(missing)} (imported by {script}) but does not list it in deps"
+    )
+    assert not extra, f"dvc.yaml: stage {name} lists {', '.join(extra)} in deps but never imports it"
+
+
+def test_the_import_reader_sees_imports_inside_functions(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(
+        "from pipeline import cli, corpus\n\ndef f():\n    from pipeline.tokens import x\n    import pipeline.model\n"
+    )
+    assert pipeline_imports(script) == {"cli", "corpus", "tokens", "model"}
+    assert {"jsonl", "corpus", "tokens", "model"} <= closure(script)
+
+
+def test_modules_left_out_of_deps_exist():
+    for module in CANNOT_CHANGE_OUTPUTS:
+        assert (REPO / "pipeline" / f"{module}.py").is_file(), module
