@@ -7,13 +7,13 @@ TORCH_INDEX ?=
 TORCH := torch==$(shell sed -n 's/^torch==//p' requirements.lock)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint bench clean-venv
+.PHONY: install run test test-fast lint harness bench clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
-	$(VENV)/bin/pip install --quiet --constraint requirements.lock -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --constraint requirements.lock -e '.[dev,harness]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,6 +26,9 @@ test: install  # every test (~15 min on 2 cores)
 
 test-fast: install  # everything but the slow tier (full dvc runs, trainings, fault injection): a few minutes
 	pytest -m "not slow"
+
+harness: install  # lm-evaluation-harness on data/model/hf (after make run): metrics/harness.json
+	pile-gpt harness
 
 lint: install  # what CI checks before the tests
 	ruff check .

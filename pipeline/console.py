@@ -15,6 +15,13 @@ def _sample(args: argparse.Namespace) -> None:
     )
 
 
+def _harness(args: argparse.Namespace) -> None:
+    from pipeline import harness, params
+
+    p = params.load()
+    harness.run(p, args.splits or list(p.evaluate.splits), args.tasks, args.batch_size)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="pile-gpt",
@@ -36,6 +43,16 @@ def parser() -> argparse.ArgumentParser:
         "--model-dir", default="data/model", help="directory of model.safetensors, config.json, tokenizer.model"
     )
     sample.set_defaults(handler=_sample)
+    harness = commands.add_parser(
+        "harness",
+        help="score data/model/hf with lm-evaluation-harness, offline, on val and test",
+        description="Run EleutherAI's lm-evaluation-harness on the exported model: bits per byte on the "
+        "held-out documents, per split and group (metrics/harness.json), plus any standard tasks named.",
+    )
+    harness.add_argument("--splits", nargs="*", help="shard keys to score (default: evaluate.splits)")
+    harness.add_argument("--tasks", nargs="*", default=[], help="standard harness tasks too, e.g. hellaswag")
+    harness.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    harness.set_defaults(handler=_harness)
     return top
 
 

@@ -167,7 +167,10 @@ class TokenThroughput(pl.Callback):
             flops=per_device * self.log_every * self.flops_per_token,
         )
         rates = self.meter.compute()
-        metrics = {"train/tokens": float(pl_module.tokens_seen())}
+        metrics = {
+            "train/tokens": float(pl_module.tokens_seen()),
+            "train/lr": trainer.optimizers[0].param_groups[0]["lr"],
+        }
         if "device/items_per_sec" in rates:
             metrics["train/tokens_per_s"] = rates["device/items_per_sec"] * trainer.world_size
         if "device/mfu" in rates:

@@ -1,5 +1,6 @@
 """The train stage: a Lightning Trainer built from params, resumable, exported at the end."""
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -138,7 +139,13 @@ def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _loggers(p: Params, run_id: str, resuming: bool) -> list:
     from dvclive.lightning import DVCLiveLogger
 
-    loggers = [DVCLiveLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
+    class StepsLogger(DVCLiveLogger):
+        """DVCLive without the `epoch` Lightning adds to every log call: training is one endless epoch."""
+
+        def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+            super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    loggers = [StepsLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
     if p.train.wandb.mode != "disabled":
         import wandb
         from pytorch_lightning.loggers import WandbLogger
@@ -209,11 +216,18 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def fit(trainer: pl.Trainer, module: GPTModule, data: TokenDataModule, resume_from: Path | None) -> None:
-    """trainer.fit, with the death of a DataLoader worker (PyTorch notices it at once, through
-    SIGCHLD) told as what it is and what to do, instead of a traceback."""
+@contextlib.contextmanager
+def lightning_call(trainer: pl.Trainer):
+    """Around trainer.fit / validate: Lightning answers Ctrl-C (and SIGTERM, which pipeline.cli turns
+    into the same) with its own shutdown and sys.exit(1); make it the stage's interrupt again (the
+    message, exit 130). The death of a DataLoader worker (PyTorch notices it at once, through
+    SIGCHLD) is told as what it is and what to do, instead of a traceback."""
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     except RuntimeError as exc:
         if "DataLoader worker" not in str(exc):
             raise
@@ -289,11 +303,14 @@ def run_stage(p: Params) -> None:
     )
     started = time.monotonic()
     if resume_from is None:
-        trainer.validate(module, datamodule=data, verbose=False)  # the loss at step 0, for comparison
-    fit(trainer, module, data, resume_from)
+        with lightning_call(trainer):
+            trainer.validate(module, datamodule=data, verbose=False)  # the loss at step 0, for comparison
+    with lightning_call(trainer):
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
     train_loss = trainer.callback_metrics.get("train/loss")  # a validation below starts a new set of metrics
     if module.validated_at != trainer.global_step:
-        trainer.validate(module, datamodule=data, verbose=False)  # the final weights' loss, for the summary
+        with lightning_call(trainer):
+            trainer.validate(module, datamodule=data, verbose=False)  # the final weights' loss, for the summary
     # the final step too (with optimizer state), so a larger max_steps later resumes from here
     trainer.save_checkpoint(CHECKPOINT_DIR / "last.ckpt", weights_only=False)
     export(trainer, config, tokenizer_model)

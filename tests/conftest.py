@@ -124,5 +124,5 @@ def built(tmp_path_factory):
     result = run(repo, "dvc", "repro")
     assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
         f"pretokenize@{k}" for k in SHARDS
-    } | {"train", "evaluate"}
+    } | {"train", "export", "evaluate"}
     return repo

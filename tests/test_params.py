@@ -97,7 +97,12 @@ def test_wrong_value_is_named(tmp_path):
 
 @pytest.mark.parametrize("path", ["../x", "train/../../etc/passwd", "/etc/passwd", "train/0 0", "a/b/c"])
 def test_shard_path_that_is_not_a_plain_name_is_refused(tmp_path, path):
-    expect_error(tmp_path, lambda raw: raw["data"]["shards"].update(evil={"path": path}), "data.shards.evil")
+    expect_error(
+        tmp_path,
+        lambda raw: raw["data"]["shards"].update(evil={"path": path, "sha256": None}),
+        "data.shards.evil.path",
+        "not a plain path",
+    )
 
 
 def test_vocabulary_that_overflows_uint16_is_refused_before_any_work(tmp_path):

@@ -28,7 +28,7 @@ def test_planted_secrets_reach_no_log_stats_params_checkpoint_or_cache(built, tm
     monkeypatch.setenv("HF_TOKEN", MIRROR_TOKEN)
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
     result = run(repo, "dvc", "repro")
-    assert stages_run(result) == {f"download@{key}" for key in SHARDS} | {"train", "evaluate"}
+    assert stages_run(result) == {f"download@{key}" for key in SHARDS} | {"train", "export", "evaluate"}
     assert {r["headers"].get("Authorization") for r in server.requests} == {f"Bearer {MIRROR_TOKEN}"}  # in use
     leaks = [
         str(path.relative_to(repo))
@@ -44,7 +44,7 @@ def test_planted_secrets_reach_no_log_stats_params_checkpoint_or_cache(built, tm
 @pytest.mark.parametrize("key", ["00; touch pwned", "$(touch pwned)", "`id`", "../00", "a b"])
 def test_shard_keys_that_could_reach_a_shell_or_leave_data_are_refused_before_any_command(built, tmp_path, key):
     repo = copy_of(built, tmp_path)
-    edit_params(repo, lambda raw: raw["data"]["shards"].update({key: {"path": "val"}}))
+    edit_params(repo, lambda raw: raw["data"]["shards"].update({key: {"path": "val", "sha256": None}}))
     result = run(repo, "python", "stages/download.py", "val", check=False)
     assert result.returncode == 1 and f"data.shards.{key}" in result.stderr and "plain name" in result.stderr
     assert not (repo / "pwned").exists()

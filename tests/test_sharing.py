@@ -28,7 +28,7 @@ def test_colleague_pulls_the_tokenized_shards_and_tokenizes_nothing(built, tmp_p
 
     edit_params(colleague, lambda raw: raw["train"].update(lr=0.001))  # their own model, on the shared tokens
     result = run(colleague, "dvc", "repro", "--allow-missing")
-    assert stages_run(result) == {"train", "evaluate"}
+    assert stages_run(result) == {"train", "export", "evaluate"}
     assert not (colleague / "data/raw").exists()
 
 
