@@ -2,6 +2,8 @@
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,18 @@ def test_the_import_reader_sees_imports_inside_functions(tmp_path):
 def test_modules_left_out_of_deps_exist():
     for module in CANNOT_CHANGE_OUTPUTS:
         assert (REPO / "pipeline" / f"{module}.py").is_file(), module
+
+
+DATA_PREPARATION = ["download", "jsonl", "corpus", "tokenizer", "pretokenize", "word_cache", "tokens", "workers"]
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [(m, ("torch", "pytorch_lightning", "lightning_fabric")) for m in DATA_PREPARATION]
+    + [("evaluate", ("pytorch_lightning", "lightning_fabric")), ("model", ("pytorch_lightning", "lightning_fabric"))],
+)
+def test_modules_import_no_heavier_framework_than_their_concern_needs(module, forbidden):
+    """Data preparation starts its workers fast (no torch); the model and evaluation know no Lightning."""
+    probe = f"import sys, pipeline.{module}; print(' '.join(m for m in {forbidden!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == [], f"pipeline.{module} imports {loaded.stdout.strip()}"
