@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 TORCH := torch==$(shell sed -n 's/^torch==//p' requirements.lock)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint harness bench clean-venv
+.PHONY: install run test test-fast lint harness gather bench clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 install: $(VENV)/.installed
+	@# dvc.lock merges stage by stage (.gitattributes names the driver): a plain `git merge` of workers' branches works
+	-git config merge.dvclock.name "dvc.lock, stage by stage"
+	-git config merge.dvclock.driver "$(CURDIR)/$(VENV)/bin/python -m pipeline.gather %O %A %B"
+
+gather: install  # merge workers' branches: make gather REFS="worker/a worker/b"
+	pile-gpt gather $(REFS)
 
 run: install
 	dvc repro

@@ -22,6 +22,13 @@ def _harness(args: argparse.Namespace) -> None:
     harness.run(p, args.splits or list(p.evaluate.splits), args.tasks, args.batch_size)
 
 
+def _gather(args: argparse.Namespace) -> None:
+    from pipeline import gather
+
+    commit = gather.gather(args.refs)
+    print(f"gathered {', '.join(args.refs)} into {commit[:12]}; now `dvc pull` brings their outputs")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="pile-gpt",
@@ -53,6 +60,14 @@ def parser() -> argparse.ArgumentParser:
     harness.add_argument("--tasks", nargs="*", default=[], help="standard harness tasks too, e.g. hellaswag")
     harness.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     harness.set_defaults(handler=_harness)
+    gather = commands.add_parser(
+        "gather",
+        help="merge workers' branches, dvc.lock stage by stage (make gather REFS=...)",
+        description="Merge the given refs into the current branch; dvc.lock entries are combined per stage, "
+        "and a stage two refs prepared differently stops the gather, leaving the repository as it was.",
+    )
+    gather.add_argument("refs", nargs="+", help="workers' branches or other git refs")
+    gather.set_defaults(handler=_gather)
     return top
 
 

@@ -95,6 +95,23 @@ def train(directory, check=True):
     return result
 
 
+def train_until_the_first_checkpoint(directory, output) -> tuple[subprocess.Popen, object]:
+    """Start the train stage and return once it has written last.ckpt (or ended): (process, last.ckpt)."""
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "stages/train.py")],
+        cwd=directory,
+        env=child_env(),
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+    last = directory / "data/model/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process, last
+
+
 def weights(directory):
     from safetensors.torch import load_file
 
@@ -147,17 +164,7 @@ def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, sma
     whole = project(tmp_path / "whole", small_model, token_arrays, **longer)
     train(whole)
     killed = project(tmp_path / "killed", small_model, token_arrays, **longer)
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "stages/train.py")],
-        cwd=killed,
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    last = killed / "data/model/checkpoints/last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    process, last = train_until_the_first_checkpoint(killed, output=subprocess.DEVNULL)
     process.send_signal(signal.SIGKILL)
     process.wait()
     step_at_kill = torch.load(last, weights_only=True)["global_step"]
@@ -177,18 +184,7 @@ def test_a_killed_dataloader_worker_stops_training_with_a_message_and_a_rerun_re
     whole = project(tmp_path / "whole", small_model, token_arrays, **settings)
     train(whole)
     killed = project(tmp_path / "killed", small_model, token_arrays, **settings)
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "stages/train.py")],
-        cwd=killed,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    last = killed / "data/model/checkpoints/last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    process, last = train_until_the_first_checkpoint(killed, output=subprocess.PIPE)
     time.sleep(random.Random(5).uniform(0.0, 0.5))
     (worker,) = psutil.Process(process.pid).children()  # the one DataLoader worker (W&B is off)
     worker.send_signal(signal.SIGKILL)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One worker's whole job: prepare the shard keys given on this machine and publish the results.
+#
+#   scripts/worker.sh KEY [KEY ...]        (WORKER=name sets the branch: worker/<name>; default: the host)
+#
+# It pulls the tokenizer from the DVC remote, runs download@KEY and pretokenize@KEY for each key,
+# pushes the token arrays to the remote and commits dvc.lock on the branch worker/<name>, pushed to
+# the git remote `origin` when there is one. Then `make gather REFS="worker/a worker/b ..."` on one
+# machine merges every worker's dvc.lock. Idempotent: rerun after a crash, DVC reruns only the
+# stages whose outputs are missing or stale, and the branch gets a commit only when dvc.lock changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$#" -eq 0 ]; then
+  echo "usage: scripts/worker.sh KEY [KEY ...]  (keys of data.shards in params.yaml)" >&2
+  exit 2
+fi
+worker=${WORKER:-$(hostname -s)}
+branch="worker/${worker}"
+
+echo "worker ${worker}: shards $*"
+dvc pull tokenizer  # the shared upstream, trained once; the arrays must use exactly this model
+for key in "$@"; do
+  dvc repro --single-item "download@${key}" "pretokenize@${key}"
+done
+stages=()
+for key in "$@"; do
+  stages+=("pretokenize@${key}")
+done
+dvc push "${stages[@]}"
+
+git checkout -q -B "${branch}"
+git add dvc.lock
+if ! git diff --cached --quiet; then
+  git commit -q -m "worker ${worker}: prepared $*"
+fi
+if git remote get-url origin >/dev/null 2>&1; then
+  git push -q --force origin "${branch}"  # the branch is this worker's alone
+fi
+echo "worker ${worker}: done; dvc.lock on ${branch} ($(git rev-parse --short HEAD))"
