@@ -108,7 +108,7 @@ def test_sample_prints_a_continuation_of_the_prompt(built):
 
 def test_the_console_command_lists_every_subcommand_and_names_a_missing_model(tmp_path):
     shown = run(tmp_path, "pile-gpt", "--help").stdout
-    assert "sample" in shown and "continue a prompt" in shown
+    assert all(command in shown for command in ("sample", "harness", "gather")) and "continue a prompt" in shown
     result = run(tmp_path, "pile-gpt", "sample", "--prompt", "x", check=False)
     assert result.returncode == 1 and result.stderr.startswith("error: data/model/model.safetensors: missing")
 

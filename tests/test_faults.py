@@ -149,7 +149,7 @@ def check_recovers(repo: Path, stage: str, expected: dict, before: dict) -> None
         }  # train resumes at its last step; evaluate's metrics are not cached
     rerun = run(repo, "dvc", "repro", "--single-item", stage)
     assert {name: (Path(repo / name).stat().st_size, md5(repo / name)) for name in expected} == expected
-    if leftovers(repo):  # the temporaries of the killed run stay only when DVC restored the outputs
+    if leftovers(repo, stage):  # the temporaries of the killed run stay only when DVC restored the outputs
         assert stages_run(rerun) == {stage} and "is cached" in rerun.stdout  # from its run-cache (no run)
     # and they never count: data/corpus and data/tokens, whole-directory deps downstream, look unchanged
     assert "Data and pipelines are up to date" in run(repo, "dvc", "status").stdout
