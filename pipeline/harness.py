@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from pipeline import files, progress
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, describe_exit
 from pipeline.jsonl import BadRecord, ShardReader, parse_record
 from pipeline.params import METRICS_DIR, MODEL_DIR, Params
 
@@ -119,7 +119,7 @@ def run(
         finished = subprocess.run(argv, env={**os.environ, **OFFLINE}, capture_output=True, text=True)
         if finished.returncode:
             tail = "\n".join((finished.stderr or finished.stdout).strip().splitlines()[-15:])
-            raise PipelineError(f"lm_eval failed with exit code {finished.returncode}:\n{tail}")
+            raise PipelineError(f"lm_eval ended with {describe_exit(finished.returncode)}:\n{tail}")
         (result_file,) = sorted((scratch / "out").rglob("results_*.json"))[-1:]
         scores = json.loads(result_file.read_text())["results"]
     results: dict = {}
