@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError, describe_exit
 
 
 class WorkerDied(PipelineError):
-    """A worker process ended while it held work; the message says how and what to try."""
+    """A worker process ended before the pool was closed; the message says how, and what to try."""
 
 
 def _serve(connection: Connection, initializer: Callable | None, initargs: tuple, function: Callable) -> None:
