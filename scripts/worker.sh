@@ -19,6 +19,18 @@ worker=${WORKER:-$(hostname -s)}
 branch="worker/${worker}"
 
 echo "worker ${worker}: shards $*"
+# One worker per clone. Holding this lock, any entry in DVC's stage lock (.dvc/tmp/rwlock) was left
+# by a run of this script that was killed mid-stage: DVC trusts the pid written there, which a
+# killed process keeps while it is unreaped (a container without init) or which another process
+# reuses (a requeued job on another node), and would refuse to run. The kernel drops this lock
+# with its holder, however it died.
+mkdir -p .dvc/tmp
+exec 9>.dvc/tmp/worker.lock
+if ! flock --nonblock 9; then
+  echo "worker ${worker}: another worker runs in $(pwd); one worker per clone" >&2
+  exit 1
+fi
+rm -f .dvc/tmp/rwlock
 dvc pull tokenizer  # the shared upstream, trained once; the arrays must use exactly this model
 for key in "$@"; do
   dvc repro --single-item "download@${key}" "pretokenize@${key}"

@@ -1,6 +1,7 @@
 """Many machines, one lock, simulated: a shared DVC remote, worker clones running the SLURM recipe's
 logic as plain processes, and a coordinator that gathers their branches."""
 
+import json
 import os
 import shutil
 import signal
@@ -131,8 +132,19 @@ def test_a_worker_killed_half_way_and_rerun_pushes_the_same_arrays(base, tmp_pat
     while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert process.poll() is None, "the worker ended before it could be killed half-way"
+    second = task(base, 0, 1, ["02"], killed, job="2")  # a second worker in the same clone is refused
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 1 and "another worker runs in" in output, output
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    # DVC's stage lock still names the killed dvc; make its pid a live one, as an unreaped zombie or a
+    # reused pid on a requeued node is, so that DVC alone would refuse the rerun as "busy".
+    stage_lock = killed / ".dvc/tmp/rwlock"
+    held = json.loads(stage_lock.read_text())
+    assert held["write"], held
+    for entry in held["write"].values():
+        entry["pid"] = os.getpid()
+    stage_lock.write_text(json.dumps(held))
     output = finished(task(base, 0, 1, ["02"], killed, job="2"))  # the same task, rerun: it finishes the job
     assert "worker slurm-2-0: done" in output
     for suffix in (".bin", ".idx", ".json"):
