@@ -48,6 +48,7 @@ bench: install  # benchmarks, not tests: ratios measured side by side, written t
 	dvc repro
 	python bench/pretokenize.py
 	python bench/corpus.py
+	python bench/readers.py
 	python bench/training.py
 	python bench/dvc_noop.py
 	python bench/peers.py

@@ -35,7 +35,7 @@ def main() -> None:
 
         def stage():
             return corpus.build(
-                SHARD, Path(tmp) / "00.txt", quota, f"{p.corpus.seed}:00", p.max_sentence_length, p.data.on_bad_record
+                [SHARD], Path(tmp) / "00.txt", quota, f"{p.corpus.seed}:00", p.max_sentence_length, p.data.on_bad_record
             )
 
         stats = stage()

@@ -57,7 +57,7 @@ import sys
 from pathlib import Path
 from pipeline import pretokenize
 from pipeline.params import PretokenizeParams
-meta = pretokenize.run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=int(sys.argv[4])))
+meta = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=int(sys.argv[4])))
 print(meta["n_tokens"])
 """
 

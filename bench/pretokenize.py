@@ -19,7 +19,8 @@ import numpy as np
 import sentencepiece as spm
 from common import REPO, child_peak, save, timed, usable_cores
 
-from pipeline.jsonl import ShardReader, parse_record
+from pipeline.jsonl import JsonLinesReader, parse_line
+from pipeline.records import PILE_FIELDS
 from pipeline.word_cache import WordCacheEncoder
 
 MODEL = REPO / "data/tokenizer/spm.model"
@@ -28,7 +29,7 @@ BATCH = 64
 
 
 def documents(path: Path) -> list[str]:
-    return [parse_record(line, n).text for n, line in ShardReader(path).lines()]
+    return [parse_line(line, n, PILE_FIELDS).text for n, line in JsonLinesReader(path).items()]
 
 
 def encoders(texts: list[str]) -> dict:
@@ -58,7 +59,7 @@ def stage(shard: Path, workers: int) -> dict:
     code = (
         "import resource, sys, time; from pathlib import Path; from pipeline import pretokenize; "
         "from pipeline.params import PretokenizeParams; t = time.perf_counter(); "
-        f"m = pretokenize.run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers={workers})); "
+        f"m = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers={workers})); "
         "cpu = [sum(resource.getrusage(who)[:2]) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]; "
         "print(m['n_bytes'], time.perf_counter() - t, *cpu)"
     )

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import files, progress
+from pipeline.documents import describe, open_reader, parse
 from pipeline.errors import PipelineError
-from pipeline.jsonl import BadRecord, Record, ShardReader, bad_record_message, parse_record
 from pipeline.params import CORPUS_DIR, STATS_DIR, Params
+from pipeline.records import PILE_FIELDS, BadRecord, Fields, Record, bad_record_message
 
 WHITESPACE = b" \t"
 
@@ -33,7 +34,7 @@ class CorpusStats:
     candidate_lines: int = 0
     selected_lines: int = 0
     selected_bytes: int = 0
-    per_set: dict = field(default_factory=lambda: defaultdict(Counter))
+    per_group: dict = field(default_factory=lambda: defaultdict(Counter))
 
     def as_json(self, quota: int) -> dict:
         return {
@@ -47,7 +48,7 @@ class CorpusStats:
             "quota": quota,
             "selected_lines": self.selected_lines,
             "selected_bytes": self.selected_bytes,
-            "per_set": {name: dict(counts) for name, counts in sorted(self.per_set.items())},
+            "per_group": {name: dict(counts) for name, counts in sorted(self.per_group.items())},
         }
 
 
@@ -73,30 +74,46 @@ def split_line(line: bytes, max_bytes: int) -> list[bytes]:
 
 
 def build(
-    raw: Path, output: Path, line_quota: int, seed: str, max_bytes: int, on_bad_record: str = "error"
+    raw: list[Path],
+    output: Path,
+    line_quota: int,
+    seed: str,
+    max_bytes: int,
+    on_bad_record: str = "error",
+    fields: Fields = PILE_FIELDS,
 ) -> CorpusStats:
-    """Write at most `line_quota` lines of `raw`'s text to `output`, a uniform sample seeded by `seed`."""
+    """Write at most `line_quota` lines of the text of the files `raw` to `output`, a uniform sample
+    seeded by `seed`."""
     stats = CorpusStats()
-    _count(raw, max_bytes, on_bad_record, stats)
+    _count(raw, fields, max_bytes, on_bad_record, stats)
     if stats.docs == 0:
-        raise PipelineError(f"{raw}: contains no documents")
+        raise PipelineError(f"{describe(raw)}: contains no documents")
     with files.replacing(output) as (tmp,):
-        _select(raw, tmp, line_quota, seed, max_bytes, stats)
+        _select(raw, fields, tmp, line_quota, seed, max_bytes, stats)
     return stats
 
 
-def _records(path: Path, on_bad_record: str, stats: CorpusStats | None, pbar) -> Iterator[Record]:
-    """Every record of a shard; bad ones stop the stage or are skipped (counted when `stats` is given)."""
-    reader = ShardReader(path)
-    for number, raw in reader.lines():
-        pbar.update(reader.compressed_pos - pbar.n)
-        try:
-            yield parse_record(raw, number)
-        except BadRecord as exc:
-            if on_bad_record == "error":
-                raise PipelineError(bad_record_message(path, number, str(exc))) from None
-            if stats is not None:
-                stats.bad_records[exc.kind] += 1
+def _records(
+    paths: list[Path], fields: Fields, on_bad_record: str, stats: CorpusStats | None, pbar
+) -> Iterator[Record]:
+    """Every record of the files; bad ones stop the stage or are skipped (counted when `stats` is given)."""
+    done = 0
+    for path in paths:
+        reader = open_reader(path, fields)
+        for number, item in reader.items():
+            pbar.update(done + reader.position - pbar.n)
+            try:
+                yield parse(item, number, fields)
+            except BadRecord as exc:
+                if on_bad_record == "error":
+                    raise PipelineError(bad_record_message(path, reader.unit, number, str(exc))) from None
+                if stats is not None:
+                    stats.bad_records[exc.kind] += 1
+        done += reader.size
+
+
+def _total_size(paths: list[Path]) -> int | None:
+    return sum(path.stat().st_size for path in paths) if all(path.exists() for path in paths) else None
 
 
 def _candidates(text: str, max_bytes: int, stats: CorpusStats | None = None) -> list[bytes]:
@@ -117,14 +134,14 @@ def _candidates(text: str, max_bytes: int, stats: CorpusStats | None = None) -> 
     return fitting
 
 
-def _count(raw: Path, max_bytes: int, on_bad_record: str, stats: CorpusStats) -> None:
+def _count(raw: list[Path], fields: Fields, max_bytes: int, on_bad_record: str, stats: CorpusStats) -> None:
     """First pass: the documents, lines and candidate lines (selection sampling needs their total)."""
-    with progress.bar(raw.stat().st_size if raw.exists() else None, f"corpus {raw.name} (count)") as pbar:
-        for record in _records(raw, on_bad_record, stats, pbar):
+    with progress.bar(_total_size(raw), f"corpus {raw[0].name} (count)") as pbar:
+        for record in _records(raw, fields, on_bad_record, stats, pbar):
             lines = record.text.split("\n")
             empty = lines.count("")
             stats.docs += 1
-            stats.per_set[record.set_name]["docs"] += 1
+            stats.per_group[record.group]["docs"] += 1
             stats.text_lines += len(lines)
             stats.empty_lines += empty
             if record.n_bytes <= max_bytes:  # no line to split: counted without encoding any
@@ -133,13 +150,15 @@ def _count(raw: Path, max_bytes: int, on_bad_record: str, stats: CorpusStats) ->
                 stats.candidate_lines += len(_candidates(record.text, max_bytes, stats))
 
 
-def _select(raw: Path, tmp: Path, line_quota: int, seed: str, max_bytes: int, stats: CorpusStats) -> None:
+def _select(
+    raw: list[Path], fields: Fields, tmp: Path, line_quota: int, seed: str, max_bytes: int, stats: CorpusStats
+) -> None:
     """Second pass, Knuth's selection sampling: each line is kept with probability (still needed) /
     (still to see). Once every line left is needed, the rest are kept without drawing (same lines)."""
     rng = random.Random(seed)
     remaining, needed = stats.candidate_lines, line_quota
-    with open(tmp, "wb") as out, progress.bar(raw.stat().st_size, f"corpus {raw.name} (sample)") as pbar:
-        for record in _records(raw, "skip", None, pbar):  # bad records were dealt with by the first pass
+    with open(tmp, "wb") as out, progress.bar(_total_size(raw), f"corpus {raw[0].name} (sample)") as pbar:
+        for record in _records(raw, fields, "skip", None, pbar):  # bad records were dealt with by the first pass
             lines = _candidates(record.text, max_bytes)
             if remaining <= needed:
                 chosen = lines
@@ -156,8 +175,8 @@ def _select(raw: Path, tmp: Path, line_quota: int, seed: str, max_bytes: int, st
                 size = sum(map(len, chosen)) + len(chosen)
                 stats.selected_lines += len(chosen)
                 stats.selected_bytes += size
-                stats.per_set[record.set_name]["selected_lines"] += len(chosen)
-                stats.per_set[record.set_name]["selected_bytes"] += size
+                stats.per_group[record.group]["selected_lines"] += len(chosen)
+                stats.per_group[record.group]["selected_bytes"] += size
 
 
 def run_stage(p: Params, key: str) -> None:
@@ -165,15 +184,22 @@ def run_stage(p: Params, key: str) -> None:
     line_quota = quota(p.corpus.max_lines, p.corpus.shards, key)
     output = CORPUS_DIR / f"{key}.txt"
     started = time.monotonic()
+    raw = p.data.raw_files(key)
     stats = build(
-        p.data.raw_path(key), output, line_quota, f"{p.corpus.seed}:{key}", p.max_sentence_length, p.data.on_bad_record
+        raw,
+        output,
+        line_quota,
+        f"{p.corpus.seed}:{key}",
+        p.max_sentence_length,
+        p.data.on_bad_record,
+        Fields(p.data.text_field, p.data.group_field),
     )
     seconds = time.monotonic() - started
     files.write_json_atomic(STATS_DIR / "corpus" / f"{key}.json", stats.as_json(line_quota))
     progress.summary(
         f"corpus@{key}",
         {
-            "from": p.data.raw_path(key),
+            "from": describe(raw),
             "to": output,
             "documents": f"{stats.docs:,} ({sum(stats.bad_records.values()):,} bad records skipped)",
             "text lines": f"{stats.text_lines:,} ({stats.empty_lines:,} empty skipped, "

@@ -1,6 +1,7 @@
 """Fetch one shard from a mirror: resumable, retried, verified, and never half-written.
 
-Bytes stream into `<output>.part`; `<output>.part.json` remembers the URL and the server's validator
+Bytes stream into a `.part` file outside the stage's output directory (DVC empties that before a
+rerun), under data/raw/.partial/KEY/; its `.part.json` remembers the URL and the server's validator
 (ETag or Last-Modified) so the next attempt, or the next run after a crash, asks only for the rest
 (`Range` with `If-Range`). A server that ignores Range, or whose file changed, sends it all again
 and the download restarts cleanly from zero. Only a complete, verified file is renamed into place.
@@ -14,18 +15,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 
 from pipeline import files, progress
 from pipeline.errors import PipelineError
-from pipeline.params import SHARD_SUFFIX, STATS_DIR, DownloadParams, Params
+from pipeline.params import RAW_DIR, STATS_DIR, DownloadParams, Params
 
 COPY_CHUNK = 1 << 20
 MAX_REDIRECTS = 10
 MAX_BACKOFF_S = 60.0
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+PARTIAL_DIR = RAW_DIR / ".partial"  # unfinished downloads, kept for resume outside every stage's output
 SHA256_HEADER = "X-Linked-Etag"  # Hugging Face states an LFS file's sha256 here, before its redirect
 
 
@@ -71,10 +74,13 @@ def fetch(
     expected_sha256: str | None,
     params: DownloadParams,
     log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    part: Path | None = None,
 ) -> Fetched:
-    """Bring `<source>/<relative>` to `output`, verified; raise PipelineError with a clear message."""
+    """Bring `<source>/<relative>` to `output`, verified; raise PipelineError with a clear message.
+    `part`: where the bytes gather until complete (default: beside `output`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    part = output.with_name(output.name + ".part")
+    part = part or output.with_name(output.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
     if source.startswith(("http://", "https://")):
         url = source_url(source, relative)
         server_sha256, retries = _http_download(url, part, params, log)
@@ -304,33 +310,46 @@ def _discard(part: Path) -> None:
 
 
 def run_stage(p: Params, key: str) -> None:
-    """The download@KEY stage: fetch, verify, write metrics/download/KEY.json, print a summary."""
+    """The download@KEY stage: fetch and verify every file of the key into data/raw/KEY/, write
+    stats/download/KEY.json, print a summary."""
     shard = p.data.shard(key)
-    output = p.data.raw_path(key)
+    names, outputs = shard.files(), p.data.raw_files(key)
     started = time.monotonic()
-    fetched = fetch(p.data.source, shard.path + SHARD_SUFFIX, output, shard.sha256, p.download)
+    fetched = []
+    for i, (name, output) in enumerate(zip(names, outputs), 1):
+        if len(names) > 1:
+            print(f"download@{key}: file {i:,} of {len(names):,}: {name}", file=sys.stderr, flush=True)
+        part = PARTIAL_DIR / key / (name + ".part")
+        fetched.append(fetch(p.data.source, name, output, shard.sha256, p.download, part=part))
     seconds = time.monotonic() - started
+    n_bytes = sum(f.n_bytes for f in fetched)
+    checked = Counter(f.checked_against for f in fetched)
     files.write_json_atomic(
         STATS_DIR / "download" / f"{key}.json",
         {
-            "file": shard.path + SHARD_SUFFIX,
-            "bytes": fetched.n_bytes,
-            "sha256": fetched.sha256,
-            "sha256_checked_against": fetched.checked_against,
+            "files": [
+                {"file": name, "bytes": f.n_bytes, "sha256": f.sha256, "sha256_checked_against": f.checked_against}
+                for name, f in zip(names, fetched)
+            ],
+            "bytes": n_bytes,
         },
     )
-    verification = (
-        f"verified against {fetched.checked_against}"
-        if fetched.checked_against != "none"
-        else "not verified: no checksum in params or from the server"
-    )
+    unverified = checked.get("none", 0)
+    verification = ", ".join(f"{count:,} against {where}" for where, count in checked.items() if where != "none")
     progress.summary(
         f"download@{key}",
         {
-            "from": redact(source_url(p.data.source, shard.path + SHARD_SUFFIX)),
-            "to": output,
-            "bytes": f"{fetched.n_bytes:,} in {seconds:.1f} s ({fetched.n_bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
-            "sha256": f"{fetched.sha256} ({verification})",
-            "retries": fetched.retries,
+            "from": redact(source_url(p.data.source, names[0]))
+            + (f" and {len(names) - 1:,} more files" if len(names) > 1 else ""),
+            "to": outputs[0] if len(outputs) == 1 else RAW_DIR / key,
+            "bytes": f"{n_bytes:,} in {seconds:.1f} s ({n_bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
+            "sha256": (fetched[0].sha256 + " " if len(fetched) == 1 else "")
+            + (f"verified {verification}" if verification else "")
+            + (
+                f"{'; ' if verification else ''}{unverified:,} not verified: no checksum in params or from the server"
+                if unverified
+                else ""
+            ),
+            "retries": sum(f.retries for f in fetched),
         },
     )

@@ -1,4 +1,4 @@
-"""Loss, perplexity and bits per byte on a whole token array, overall and per pile_set_name.
+"""Loss, perplexity and bits per byte on a whole token array, overall and per group (data.group_field).
 
 Bits per byte is the Pile paper's tokenizer-independent measure: the summed negative
 log-likelihood of every token, in nats, over the UTF-8 bytes of the documents, divided by ln 2.
@@ -71,10 +71,10 @@ def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "c
             pbar.update(len(starts))
     doc_tokens = np.diff(np.append(doc_starts, n))
     result = summarise(float(doc_nll.sum()), n, int(index["n_bytes"].sum()))
-    result["per_set"] = {}
-    for set_id, name in enumerate(meta["pile_set_names"]):
+    result["per_group"] = {}
+    for set_id, name in enumerate(meta["groups"]):
         mine = index["set_id"] == set_id
-        result["per_set"][name] = summarise(
+        result["per_group"][name] = summarise(
             float(doc_nll[mine].sum()), int(doc_tokens[mine].sum()), int(index["n_bytes"][mine].sum())
         )
     return result
@@ -98,7 +98,7 @@ def run_stage(p: Params) -> None:
     files.write_json_atomic(EVAL_METRICS, headline(results))
     plots.bits_per_byte(
         {
-            split: {"all": r["bpb"], **{name: s["bpb"] for name, s in r["per_set"].items()}}
+            split: {"all": r["bpb"], **{name: s["bpb"] for name, s in r["per_group"].items()}}
             for split, r in results.items()
         },
         EVAL_PLOT,
@@ -109,7 +109,7 @@ def run_stage(p: Params) -> None:
             f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f}, {r['bpb']:.4f} bits per byte "
             f"({r['tokens']:,} tokens, {r['bytes']:,} bytes)"
         )
-        for name, s in r["per_set"].items():
+        for name, s in r["per_group"].items():
             rows[f"  {key}: {name}"] = f"{s['bpb']:.4f} bits per byte ({s['tokens']:,} tokens)"
     rows["reference"] = "Pile test BPB in the Pile paper: GPT-2 small 1.2253, GPT-3 davinci 0.7177"
     rows["written"] = f"{EVAL_METRICS} (headline), {EVAL_STATS} (all figures), {EVAL_PLOT}"

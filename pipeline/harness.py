@@ -1,6 +1,6 @@
 """EleutherAI's lm-evaluation-harness on the exported model, offline, on our own held-out documents.
 
-For each split (evaluate.splits) and each group in it (pile_set_name), a local task is written: a
+For each split (evaluate.splits) and each group in it (data.group_field), a local task is written: a
 JSON Lines file of the documents and a task file (`loglikelihood_rolling`, metric `bits_per_byte`).
 `lm_eval --model hf` then scores `data/model/hf` on them with `--include_path`. A split's overall
 bits per byte is the byte-weighted mean of its groups' (the harness's own aggregation of a group
@@ -23,10 +23,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline import files, progress
+from pipeline import documents, files, progress
 from pipeline.errors import PipelineError, describe_exit
-from pipeline.jsonl import BadRecord, ShardReader, parse_record
 from pipeline.params import METRICS_DIR, MODEL_DIR, Params
+from pipeline.records import Fields
 
 HARNESS_METRICS = METRICS_DIR / "harness.json"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -41,17 +41,18 @@ def write_tasks(p: Params, splits: list[str], directory: Path) -> dict[str, dict
     """The local tasks: task name -> {split, group, bytes, docs}."""
     tasks: dict[str, dict] = {}
     for split in splits:
-        raw = p.data.raw_path(split)
-        if not raw.exists():
-            raise PipelineError(f"{raw}: missing; run `dvc repro download@{split}` (or `dvc pull download@{split}`)")
+        raw = p.data.raw_files(split)
+        missing = [path for path in raw if not path.exists()]
+        if missing:
+            raise PipelineError(
+                f"{missing[0]}: missing; run `dvc repro download@{split}` (or `dvc pull download@{split}`)"
+            )
         by_group: dict[str, list[str]] = defaultdict(list)
-        reader = ShardReader(raw)
-        for number, line in reader.lines():
-            try:
-                record = parse_record(line, number)
-            except BadRecord:
-                continue  # the pretokenize stage counted it; evaluate never saw it either
-            by_group[record.set_name].append(record.text)
+        fields = Fields(p.data.text_field, p.data.group_field)
+        for path in raw:
+            # bad records are skipped: the pretokenize stage counted them, and evaluate never saw them either
+            for record in documents.records(path, fields, "skip"):
+                by_group[record.group].append(record.text)
         for group, texts in sorted(by_group.items()):
             name = task_name(split, group)
             data = directory / f"{name}.jsonl"
@@ -108,7 +109,7 @@ def _cuda() -> bool:
 def run(
     p: Params, splits: list[str], standard_tasks: list[str], batch_size: int = 16, model_dir: Path = MODEL_DIR / "hf"
 ) -> dict:
-    """Run the harness; write and return {split: {bpb, per_set: {group: bpb}}, tasks: {name: metrics}}."""
+    """Run the harness; write and return {split: {bpb, per_group: {group: bpb}}, tasks: {name: metrics}}."""
     if not (model_dir / "config.json").exists():
         raise PipelineError(f"{model_dir}: no exported model; run `dvc repro export` first")
     started = time.monotonic()
@@ -125,8 +126,8 @@ def run(
     results: dict = {}
     for name, task in local.items():
         bpb = scores[name]["bits_per_byte,none"]
-        split = results.setdefault(task["split"], {"bpb": 0.0, "bytes": 0, "per_set": {}})
-        split["per_set"][task["group"]] = bpb
+        split = results.setdefault(task["split"], {"bpb": 0.0, "bytes": 0, "per_group": {}})
+        split["per_group"][task["group"]] = bpb
         split["bpb"] += bpb * task["bytes"]
         split["bytes"] += task["bytes"]
     for split in results.values():
@@ -137,7 +138,7 @@ def run(
     for split, r in results.items():
         if split != "tasks":
             rows[split] = f"{r['bpb']:.4f} bits per byte ({r['bytes']:,} bytes)"
-            rows.update({f"  {split}: {group}": f"{bpb:.4f} bits per byte" for group, bpb in r["per_set"].items()})
+            rows.update({f"  {split}: {group}": f"{bpb:.4f} bits per byte" for group, bpb in r["per_group"].items()})
     rows.update({name: json.dumps(values) for name, values in results["tasks"].items()})
     rows["command"] = " ".join(argv[2:]).replace(str(scratch), "<tasks>")
     rows["written"] = str(HARNESS_METRICS)

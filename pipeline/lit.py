@@ -9,7 +9,7 @@ import torch
 from lightning_fabric.utilities.throughput import Throughput, get_available_flops
 
 from pipeline import progress
-from pipeline.data import tokens_per_step
+from pipeline.data import samples_per_step, tokens_per_step
 from pipeline.errors import PipelineError
 from pipeline.model import GPT, GPTConfig, cross_entropy
 from pipeline.params import TrainParams
@@ -175,6 +175,45 @@ class TokenThroughput(pl.Callback):
             metrics["train/tokens_per_s"] = rates["device/items_per_sec"] * trainer.world_size
         if "device/mfu" in rates:
             metrics["train/mfu"] = rates["device/mfu"]
+        pl_module.log_dict(metrics, rank_zero_only=True)
+
+
+class MixtureReport(pl.Callback):
+    """With train.mixture, every `log_every` steps: the samples and tokens drawn from each group so far
+    (logged, so in metrics/train/metrics.json and W&B), and a line when a group has drawn all its
+    windows and starts a new epoch of its own."""
+
+    def __init__(self, train: TrainParams, block_size: int):
+        self.train, self.block_size = train, block_size
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.per_step = samples_per_step(self.train, trainer.world_size)
+        self.data = trainer.datamodule.train_set  # a pipeline.data.MixedWindows
+        self.epochs = self._epochs(trainer.global_step)
+        self.last_step = None
+
+    def _epochs(self, step: int) -> dict[str, int]:
+        counts = self.data.mixture.counts(step * self.per_step)
+        return {name: max(n - 1, 0) // self.data.sizes[name] for name, n in counts.items()}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.train.log_every or step == self.last_step:
+            return
+        self.last_step = step
+        counts = self.data.mixture.counts(step * self.per_step)
+        metrics = {}
+        for name, n in counts.items():
+            metrics[f"mixture/{name}/samples"] = float(n)
+            metrics[f"mixture/{name}/tokens"] = float(n * self.block_size)
+        epochs = self._epochs(step)
+        for name, epoch in epochs.items():
+            if epoch > self.epochs[name] and trainer.is_global_zero:
+                progress.note(
+                    f"train: step {step:,}: group {name!r} drew all {self.data.sizes[name]:,} of its windows; "
+                    f"its epoch {epoch + 1} begins, in a new seeded order"
+                )
+        self.epochs = epochs
         pl_module.log_dict(metrics, rank_zero_only=True)
 
 

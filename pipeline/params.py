@@ -10,7 +10,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -24,7 +24,9 @@ TOKENS_DIR = Path("data/tokens")
 MODEL_DIR = Path("data/model")
 METRICS_DIR = Path("metrics")  # headline numbers (DVC metrics) and pictures (DVC plots)
 STATS_DIR = Path("stats")  # everything else a stage counts: versioned with git, shown on demand
-SHARD_SUFFIX = ".jsonl.zst"
+FORMATS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".parquet")
+"""The suffixes a corpus file may have (pipeline.documents reads each)."""
+DEFAULT_SUFFIX = ".jsonl.zst"  # of a shard path without a format suffix (the Pile's)
 
 # Flags of SentencePiece 0.2.3's trainer (TrainerSpec and NormalizerSpec), passed through verbatim.
 SENTENCEPIECE_FLAGS = frozenset(
@@ -82,40 +84,74 @@ SENTENCEPIECE_FLAGS = frozenset(
 )
 # Derived from the pipeline's paths, so a params file cannot point them elsewhere.
 DERIVED_FLAGS = {"input": "data/corpus/<shard>.txt", "model_prefix": "data/tokenizer/spm"}
+
+
+def format_suffix(name: str) -> str | None:
+    """The format suffix `name` ends with, or None."""
+    return max((s for s in FORMATS if name.endswith(s)), key=len, default=None)
+
+
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+MAX_PATH_DEPTH = 8  # directories a file may sit under on the mirror (DCLM's are three deep)
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One file of the corpus, as laid out on the mirror."""
+    """One DVC stage's worth of a corpus: a file on the mirror, or a numbered run of files.
+
+    Only `path` must be given; the other fields' absence has a fixed meaning, so today's params and
+    presets stay valid."""
 
     path: str
-    """Path under the mirror root without the .jsonl.zst suffix: `train/07`, `val`, `test`."""
+    """Path under the mirror root, ending in one of FORMATS (`sample/10BT/000_00000.parquet`);
+    without one it means `.jsonl.zst` (`train/07` is train/07.jsonl.zst). With `numbers`, a pattern whose `{}`
+    (or `{:08d}`) takes each number: `train/chunk1/example_train_{}.jsonl.zst`."""
     sha256: str | None = None
-    """Expected sha256 of the compressed file; a download that does not match is deleted."""
+    """Expected sha256 of the file; a download that does not match is deleted. Only for a single file."""
+    numbers: tuple[int, ...] | None = None
+    """[first, stop): this key covers the files path.format(n) for n in range(first, stop), one stage for all."""
+    split: Literal["train", "val", "test"] | None = None
+    """What the shard is for; absent: `val` or `test` for the keys of those names, `train` for every other key."""
+    group: str | None = None
+    """A training shard's group in train.mixture; absent: `train`."""
 
-    @property
-    def split(self) -> str:
-        """`train` for files under train/, else the file's own name (`val`, `test`)."""
-        return "train" if self.path.startswith("train/") else self.path
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sha256", "numbers", "split", "group"})
+
+    def role(self, key: str) -> str:
+        """`train`, `val` or `test`."""
+        return self.split or (key if key in ("val", "test") else "train")
+
+    def files(self) -> list[str]:
+        """The files under the mirror root, in order, with their format suffix."""
+        names = [self.path.format(n) for n in range(*self.numbers)] if self.numbers else [self.path]
+        return [name if format_suffix(name) else name + DEFAULT_SUFFIX for name in names]
 
 
 @dataclass(frozen=True)
 class DataParams:
     source: str
-    """Mirror root: a local directory, file://..., or http(s)://... holding train/NN.jsonl.zst etc."""
+    """Mirror root: a local directory, file://..., or http(s)://... holding the files of data.shards."""
     shards: dict[str, Shard]
-    """Stage key (download@KEY, pretokenize@KEY) -> file; a train shard's key is its file name."""
+    """Stage key (download@KEY, pretokenize@KEY) -> its file(s); the key names the outputs."""
+    text_field: str = "text"
+    """Dotted path of a document's text in a JSON record or parquet (struct) column."""
+    group_field: str | None = "meta.pile_set_name"
+    """Dotted path of a document's group, which evaluation reports bits per byte by; null: no groups."""
     on_bad_record: Literal["error", "skip"] = "error"
     """What a malformed record does in every stage that reads shards: stop with its file and line, or
     skip it and count it by kind in the stage's stats."""
 
-    def raw_path(self, key: str) -> Path:
-        return RAW_DIR / (self.shard(key).path + SHARD_SUFFIX)
+    def raw_files(self, key: str) -> list[Path]:
+        """The key's downloaded files, in order: data/raw/KEY/<path on the mirror>."""
+        return [RAW_DIR / key / name for name in self.shard(key).files()]
 
     def tokens_path(self, key: str) -> Path:
-        return TOKENS_DIR / (self.shard(key).path + ".bin")
+        return TOKENS_DIR / f"{key}.bin"
+
+    def keys(self, role: str) -> list[str]:
+        """The keys of the shards for `train`, `val` or `test`, in the order of data.shards."""
+        return [key for key, shard in self.shards.items() if shard.role(key) == role]
 
     def shard(self, key: str) -> Shard:
         if key not in self.shards:
@@ -189,6 +225,10 @@ class WandbParams:
 class TrainParams:
     seed: int = 1337
     """Seeds the weights and the order of training windows."""
+    mixture: dict[str, float] | None = None
+    """Weight of each group of training shards (a shard's `group`, default `train`), e.g. {web: 0.7,
+    code: 0.3}; every stretch of samples holds each group in its share. None: every training window
+    alike, so each shard in proportion to its tokens."""
     batch_size: int = 16
     """Sequences per device per micro-step."""
     grad_accum: int = 1
@@ -248,7 +288,7 @@ class EvaluateParams:
     batch_size: int = 16
     """Windows of block_size tokens per forward pass."""
     splits: tuple[str, ...] = ("val", "test")
-    """Shard keys evaluated in full (loss, perplexity, bits per byte, per pile_set_name)."""
+    """Shard keys evaluated in full (loss, perplexity, bits per byte, per group)."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +338,9 @@ def _build(cls: type, raw: Any, file: str, where: str) -> Any:
     values = {}
     for name in fields:
         key = f"{where}{name}"
+        if name not in raw and name in getattr(cls, "OPTIONAL", ()):
+            values[name] = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+            continue
         if name not in raw:
             raise PipelineError(
                 f"{file}: {key}: missing; every field must be set in the params file "
@@ -349,20 +392,18 @@ def _check(p: Params, file: str) -> None:
     for key, shard in p.data.shards.items():
         if not PLAIN_NAME.match(key):
             raise fail(f"data.shards.{key}", "a key must be a plain name (letters, digits, _ . -)")
-        parts = PurePosixPath(shard.path).parts
-        if not parts or any(not PLAIN_NAME.match(part) for part in parts) or len(parts) > 2:
-            raise fail(f"data.shards.{key}.path", f"{shard.path!r} is not a plain path such as train/07 or val")
-        if shard.split == "train" and parts[-1] != key:
-            raise fail(f"data.shards.{key}", f"a train shard's key must be its file name ({parts[-1]!r})")
-        if shard.sha256 is not None and not SHA256_HEX.match(shard.sha256):
-            raise fail(f"data.shards.{key}.sha256", "expected 64 lower-case hex digits")
+        _check_shard(shard, f"data.shards.{key}", fail)
+    for key in ("text_field",) + (("group_field",) if p.data.group_field is not None else ()):
+        dotted = getattr(p.data, key)
+        if not dotted or any(not part for part in dotted.split(".")):
+            raise fail(f"data.{key}", f"{dotted!r} is not a dotted field path such as text or meta.pile_set_name")
     for name in ("retries", "backoff_s", "timeout_s"):
         if getattr(p.download, name) < 0 or (name == "timeout_s" and p.download.timeout_s == 0):
             raise fail(f"download.{name}", "must be positive")
     if not p.corpus.shards:
         raise fail("corpus.shards", "empty; name at least one train shard")
     for i, key in enumerate(p.corpus.shards):
-        if key not in p.data.shards or p.data.shards[key].split != "train":
+        if key not in p.data.keys("train"):
             raise fail(f"corpus.shards[{i}]", f"{key!r} is not a train shard in data.shards")
     if len(set(p.corpus.shards)) != len(p.corpus.shards):
         raise fail("corpus.shards", "lists a shard twice")
@@ -374,6 +415,30 @@ def _check(p: Params, file: str) -> None:
     if p.pretokenize.batch_bytes < 1:
         raise fail("pretokenize.batch_bytes", "must be positive")
     _check_training(p, fail)
+
+
+def _check_shard(shard: Shard, where: str, fail) -> None:
+    if shard.numbers is not None:
+        if len(shard.numbers) != 2 or not 0 <= shard.numbers[0] < shard.numbers[1]:
+            raise fail(f"{where}.numbers", f"{list(shard.numbers)} is not [first, stop) with 0 <= first < stop")
+        if shard.sha256 is not None:
+            raise fail(f"{where}.sha256", "checks one file; a shard of numbered files has none (null)")
+        try:
+            names = {shard.path.format(n) for n in shard.numbers}
+        except (ValueError, IndexError, KeyError):
+            names = set()
+        if len(names) != 2:
+            raise fail(f"{where}.path", f"{shard.path!r} has no {{}} (or {{:08d}}) for the numbers to fill")
+    elif "{" in shard.path or "}" in shard.path:
+        raise fail(f"{where}.path", f"{shard.path!r} is a pattern: give the numbers it takes ([first, stop))")
+    for name in shard.files()[:1] + shard.files()[-1:]:
+        parts = PurePosixPath(name).parts
+        if not parts or any(not PLAIN_NAME.match(part) for part in parts) or len(parts) > MAX_PATH_DEPTH:
+            raise fail(f"{where}.path", f"{name!r} is not a plain relative path such as train/07 or val")
+    if shard.sha256 is not None and not SHA256_HEX.match(shard.sha256):
+        raise fail(f"{where}.sha256", "expected 64 lower-case hex digits")
+    if shard.group is not None and not PLAIN_NAME.match(shard.group):
+        raise fail(f"{where}.group", f"{shard.group!r}: a group must be a plain name (letters, digits, _ . -)")
 
 
 def _check_training(p: Params, fail) -> None:
@@ -405,14 +470,35 @@ def _check_training(p: Params, fail) -> None:
         raise fail("train.warmup_steps", f"must be between 0 and train.decay_steps ({t.decay_steps})")
     if t.num_workers < 0 or t.num_threads < 0:
         raise fail("train.num_workers", "must not be negative")
-    train_keys = [key for key, shard in p.data.shards.items() if shard.split == "train"]
-    if not train_keys:
-        raise fail("data.shards", "has no train shard (a path under train/) to train on")
+    if t.mixture is not None:
+        groups = {p.data.shard(key).group or "train" for key in p.data.keys("train")}
+        for name, weight in t.mixture.items():
+            if name not in groups:
+                raise fail(
+                    f"train.mixture.{name}",
+                    f"no training shard has group {name!r} (groups: {', '.join(sorted(groups))})",
+                )
+            if not 0 < weight < float("inf"):
+                raise fail(f"train.mixture.{name}", f"{weight} is not a positive weight")
+        if groups - set(t.mixture):
+            raise fail("train.mixture", f"gives no weight to group {sorted(groups - set(t.mixture))[0]!r}")
+    if not p.data.keys("train"):
+        raise fail("data.shards", "has no train shard (every key but val and test, unless its split says otherwise)")
+    if "val" not in p.data.keys("val"):
+        raise fail("data.shards", "has no `val` entry with split val: training validates on it")
     for i, key in enumerate(p.evaluate.splits):
         if key not in p.data.shards:
             raise fail(f"evaluate.splits[{i}]", f"{key!r} is not a key of data.shards")
-    if "val" not in p.data.shards:
-        raise fail("data.shards", "has no `val` entry: training validates on it")
+        if key in p.data.keys("train"):
+            raise fail(
+                f"evaluate.splits[{i}]",
+                f"{key!r} is a training shard: scores on it would flatter the model; give it split: test",
+            )
+    for key, shard in p.data.shards.items():
+        if shard.group is not None and shard.role(key) != "train":
+            raise fail(
+                f"data.shards.{key}.group", f"only training shards have a group; {key!r} is for {shard.role(key)}"
+            )
     if p.evaluate.batch_size < 1:
         raise fail("evaluate.batch_size", "must be at least 1")
 

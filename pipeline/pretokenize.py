@@ -1,11 +1,12 @@
 """Tokenize one shard into a token array, its metadata and its document index.
 
-The main process decompresses and cuts the shard into batches of raw lines; `workers` processes
-parse and encode them (with pipeline.word_cache: SentencePiece's exact ids, BPE once per word);
-results come back in order through a window of at most 2 x workers batches, so memory depends on
-the batch size and the longest document, never on the shard's size. A worker that dies (the OOM
-killer, a signal) stops the stage within a second with its signal named (pipeline.workers).
-Every document is followed by the separator (the tokenizer's eos piece).
+The main process reads the shard's files (pipeline.documents: any format) and cuts them into
+batches of raw lines or rows; `workers` processes parse and encode them (with pipeline.word_cache:
+SentencePiece's exact ids, BPE once per word); results come back in order through a window of at
+most 2 x workers batches, so memory depends on the batch size and the longest document, never on
+the shard's size. A worker that dies (the OOM killer, a signal) stops the stage within a second with
+its signal named (pipeline.workers). Every document is followed by the separator (the tokenizer's
+eos piece).
 """
 
 import itertools
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import files, progress, tokens
+from pipeline.documents import Reader, describe, open_reader, parse
 from pipeline.errors import PipelineError
-from pipeline.jsonl import BadRecord, ShardReader, bad_record_message, parse_record
 from pipeline.machine import usable_cores
 from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams
+from pipeline.records import PILE_FIELDS, BadRecord, Fields, bad_record_message
 from pipeline.word_cache import SPACE, WordCacheEncoder
 from pipeline.workers import OrderedPool
 
@@ -32,14 +34,14 @@ WORKER_DIED_HINT = (
 
 @dataclass
 class Batch:
-    """What a worker returns for one batch of lines, in their order."""
+    """What a worker returns for one batch of lines or rows, in their order."""
 
     tokens: np.ndarray
     doc_tokens: np.ndarray
     doc_bytes: np.ndarray
-    set_names: list[str]
-    bad: list[tuple[int, str, str]] = field(default_factory=list)
-    """(line number, kind, message) of each line that is not a record."""
+    groups: list[str]
+    bad: list[tuple[int, int, str, str]] = field(default_factory=list)
+    """(file index, line or row number, kind, message) of each item that is not a record."""
     words: int = 0
     """Words seen and words the encoder had to run BPE on (for the summary's cache hit rate)."""
     misses: int = 0
@@ -48,25 +50,27 @@ class Batch:
 
 
 _encoder: WordCacheEncoder | None = None
+_fields: Fields | None = None
 
 
-def _load_encoder(model: str, dtype: str) -> None:
-    global _encoder
-    _encoder = WordCacheEncoder(Path(model), dtype)
+def _load_encoder(model: str, dtype: str, fields: Fields) -> None:
+    global _encoder, _fields
+    _encoder, _fields = WordCacheEncoder(Path(model), dtype), fields
 
 
-def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
-    """Parse and encode a batch of raw lines; bad lines are reported, never encoded."""
-    texts, doc_bytes, set_names, bad = [], [], [], []
-    for number, line in enumerate(lines, first_line):
+def encode_batch(file_index: int, first: int, items: list, dtype: str) -> Batch:
+    """Parse and encode a batch of raw items (numbered from `first` in file `file_index`); bad items are
+    reported, never encoded."""
+    texts, doc_bytes, groups, bad = [], [], [], []
+    for number, item in enumerate(items, first):
         try:
-            record = parse_record(line, number)
+            record = parse(item, number, _fields)
         except BadRecord as exc:
-            bad.append((number, exc.kind, str(exc)))
+            bad.append((file_index, number, exc.kind, str(exc)))
             continue
         texts.append(record.text)
         doc_bytes.append(record.n_bytes)
-        set_names.append(record.set_name)
+        groups.append(record.group)
     words, misses = _encoder.words, _encoder.misses
     encoded = _encoder.encode(texts) if texts else []
     width = tokens.DTYPES[dtype].itemsize
@@ -77,7 +81,7 @@ def encode_batch(first_line: int, lines: list[bytes], dtype: str) -> Batch:
         flat,
         doc_tokens,
         np.array(doc_bytes, dtype=np.uint64),
-        set_names,
+        groups,
         bad,
         _encoder.words - words,
         _encoder.misses - misses,
@@ -89,8 +93,8 @@ class _Inline:
     """The single-worker path: encode in this process, no pickling, same code, same interface as
     pipeline.workers.OrderedPool."""
 
-    def __init__(self, model: str, dtype: str):
-        _load_encoder(model, dtype)
+    def __init__(self, model: str, dtype: str, fields: Fields):
+        _load_encoder(model, dtype, fields)
         self.done: deque[Batch] = deque()
 
     def submit(self, *task) -> None:
@@ -106,20 +110,20 @@ class _Inline:
         pass
 
 
-def _executor(model: str, dtype: str, workers: int) -> _Inline | OrderedPool:
+def _executor(model: str, dtype: str, fields: Fields, workers: int) -> _Inline | OrderedPool:
     if workers == 1:
-        return _Inline(model, dtype)
-    return OrderedPool(encode_batch, workers, _load_encoder, (model, dtype), hint=WORKER_DIED_HINT)
+        return _Inline(model, dtype, fields)
+    return OrderedPool(encode_batch, workers, _load_encoder, (model, dtype, fields), hint=WORKER_DIED_HINT)
 
 
-def _batches(reader: ShardReader, batch_bytes: int):
-    """(first line number, lines) groups of about `batch_bytes` of raw JSON each."""
+def _batches(reader: Reader, batch_bytes: int):
+    """(first line or row number, items) groups of about `batch_bytes` of raw JSON or text each."""
     batch, size, first = [], 0, 1
-    for number, line in reader.lines():
+    for number, item in reader.items():
         if not batch:
             first = number
-        batch.append(line)
-        size += len(line)
+        batch.append(item)
+        size += len(item) if isinstance(item, bytes) else len(item[0] or "")
         if size >= batch_bytes:
             yield first, batch
             batch, size = [], 0
@@ -127,9 +131,17 @@ def _batches(reader: ShardReader, batch_bytes: int):
         yield first, batch
 
 
-def run(raw: Path, model: Path, output: Path, params: PretokenizeParams, on_bad_record: str = "error") -> dict:
-    """Write `output` (.bin), its .idx and its .json; return the metadata, with timings for the summary.
-    `on_bad_record`: stop at the first malformed record (`error`) or count and skip them (`skip`)."""
+def run(
+    raw: list[Path],
+    model: Path,
+    output: Path,
+    params: PretokenizeParams,
+    on_bad_record: str = "error",
+    fields: Fields = PILE_FIELDS,
+) -> dict:
+    """Tokenize the files `raw`, in order, into `output` (.bin), its .idx and its .json; return the
+    metadata, with timings for the summary. `on_bad_record`: stop at the first malformed record
+    (`error`) or count and skip them (`skip`)."""
     probe = WordCacheEncoder(model, params.dtype)  # makes the same choice of path as the workers
     vocab_size, eos_id = probe.processor.get_piece_size(), probe.processor.eos_id()
     tokens.check_dtype_fits(vocab_size, params.dtype, model)
@@ -138,39 +150,41 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams, on_bad_
             f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
             "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun"
         )
-    reader = ShardReader(raw)
+    readers = [open_reader(path, fields) for path in raw]  # every file opened (and checked) before any work
+    total_size = sum(reader.size for reader in readers)
     set_ids: dict[str, int] = {}
-    per_set: dict[str, Counter] = {}
+    per_group: dict[str, Counter] = {}
     bad_records: Counter = Counter()
     n_tokens = n_docs = n_bytes = 0
     started = time.monotonic()
     workers = params.workers or usable_cores()
-    executor = _executor(str(model), params.dtype, workers)
+    executor = _executor(str(model), params.dtype, fields, workers)
     words = misses = marked = 0
     try:
         with (
             files.replacing(tokens.index_path(output), output) as (tmp_idx, tmp_bin),
             open(tmp_bin, "wb") as bin_out,
             open(tmp_idx, "wb") as idx_out,
-            progress.bar(reader.size, f"pretokenize {raw.name}") as pbar,
+            progress.bar(total_size, f"pretokenize {raw[0].name}") as pbar,
         ):
 
             def write_oldest() -> None:
                 nonlocal n_tokens, n_docs, n_bytes, words, misses, marked
                 batch: Batch = executor.next_result()
                 words, misses, marked = words + batch.words, misses + batch.misses, marked + batch.marked
-                for number, kind, message in batch.bad:
+                for file_index, number, kind, message in batch.bad:
                     if on_bad_record == "error":
-                        raise PipelineError(bad_record_message(raw, number, message))
+                        reader = readers[file_index]
+                        raise PipelineError(bad_record_message(reader.path, reader.unit, number, message))
                     bad_records[kind] += 1
                 index = np.empty(len(batch.doc_tokens), dtype=tokens.INDEX_DTYPE)
                 index["token_offset"] = n_tokens + np.concatenate(([0], np.cumsum(batch.doc_tokens)[:-1])).astype(
                     np.uint64
                 )
                 index["n_bytes"] = batch.doc_bytes
-                index["set_id"] = [set_ids.setdefault(name, len(set_ids)) for name in batch.set_names]
-                for name, count, size in zip(batch.set_names, batch.doc_tokens, batch.doc_bytes):
-                    counts = per_set.setdefault(name, Counter())
+                index["set_id"] = [set_ids.setdefault(name, len(set_ids)) for name in batch.groups]
+                for name, count, size in zip(batch.groups, batch.doc_tokens, batch.doc_bytes):
+                    counts = per_group.setdefault(name, Counter())
                     counts["docs"] += 1
                     counts["tokens"] += int(count)
                     counts["bytes"] += int(size)
@@ -179,21 +193,24 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams, on_bad_
                 n_tokens += len(batch.tokens)
                 n_docs += len(batch.doc_tokens)
                 n_bytes += int(batch.doc_bytes.sum())
-                pbar.update(reader.compressed_pos - pbar.n)
 
-            for first, lines in _batches(reader, params.batch_bytes):
-                executor.submit(first, lines, params.dtype)
-                if executor.pending() >= 2 * workers:
-                    write_oldest()
+            read_before = 0  # bytes of the files before the one being read
+            for file_index, reader in enumerate(readers):
+                for first, items in _batches(reader, params.batch_bytes):
+                    executor.submit(file_index, first, items, params.dtype)
+                    pbar.update(read_before + reader.position - pbar.n)
+                    if executor.pending() >= 2 * workers:
+                        write_oldest()
+                read_before += reader.size
             while executor.pending():
                 write_oldest()
             if n_docs == 0:
-                raise PipelineError(f"{raw}: contains no documents")
+                raise PipelineError(f"{describe(raw)}: contains no documents")
     finally:
         executor.close()
     metadata = {
         "format": tokens.FORMAT,
-        "source": str(raw),
+        "source": [str(path) for path in raw] if len(raw) > 1 else str(raw[0]),
         "dtype": params.dtype,
         "vocab_size": vocab_size,
         "eos_id": eos_id,
@@ -202,8 +219,9 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams, on_bad_
         "n_docs": n_docs,
         "n_bytes": n_bytes,
         "index": {"file": tokens.index_path(output).name, "dtype": tokens.INDEX_DTYPE.descr},
-        "pile_set_names": list(set_ids),
-        "per_set": {name: dict(counts) for name, counts in per_set.items()},
+        "groups": list(set_ids),
+        "group_field": fields.group,
+        "per_group": {name: dict(counts) for name, counts in per_group.items()},
         "bad_records": dict(bad_records),
         "docs_with_space_marker": marked,
     }
@@ -214,14 +232,15 @@ def run(raw: Path, model: Path, output: Path, params: PretokenizeParams, on_bad_
 
 def run_stage(p: Params, key: str) -> None:
     """The pretokenize@KEY stage: token array, index and metadata, then a summary."""
-    raw, output = p.data.raw_path(key), p.data.tokens_path(key)
-    meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize, p.data.on_bad_record)
+    raw, output = p.data.raw_files(key), p.data.tokens_path(key)
+    fields = Fields(p.data.text_field, p.data.group_field)
+    meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize, p.data.on_bad_record, fields)
     seconds = meta["seconds"]
     skipped = sum(meta["bad_records"].values())
     progress.summary(
         f"pretokenize@{key}",
         {
-            "from": raw,
+            "from": describe(raw),
             "to": f"{output} ({meta['dtype']}), {tokens.index_path(output).name}, {tokens.metadata_path(output).name}",
             "documents": f"{meta['n_docs']:,}"
             + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else "")

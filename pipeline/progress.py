@@ -30,3 +30,8 @@ def summary(title: str, rows: dict[str, Any]) -> None:
     width = max(map(len, rows), default=0)
     lines = [f"== {title} =="] + [f"  {key:<{width}}  {value}" for key, value in rows.items()]
     print("\n".join(lines), flush=True)
+
+
+def note(message: str) -> None:
+    """One line on stderr between progress bar redraws (an event of a long step, not its summary)."""
+    tqdm.write(message, file=sys.stderr)

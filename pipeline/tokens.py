@@ -3,7 +3,7 @@
 `00.bin` is the little-endian token stream, every document followed by the separator (eos), so
 `np.memmap(path, dtype=np.uint16, mode="r")` reads it as nanoGPT's loader does. `00.json` says
 what the array is (dtype, vocabulary, tokenizer hash, counts); `00.idx` holds one INDEX_DTYPE
-record per document: where its tokens start, its UTF-8 length and its pile_set_name id.
+record per document: where its tokens start, its UTF-8 length and the id of its group (data.group_field).
 """
 
 import json

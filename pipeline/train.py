@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from pipeline import files, plots, progress, tokens
 from pipeline.data import TokenDataModule, train_paths
 from pipeline.errors import PipelineError
-from pipeline.lit import GPTModule, StepProgress, TokenThroughput
+from pipeline.lit import GPTModule, MixtureReport, StepProgress, TokenThroughput
 from pipeline.model import GPT, GPTConfig
 from pipeline.params import METRICS_DIR, MODEL_DIR, TOKENIZER_DIR, Params
 
@@ -55,7 +55,13 @@ def trajectory(p: Params, train_metas: list[dict]) -> dict:
     return {
         "model": dataclasses.asdict(p.model),
         "train": train,
-        "data": [{k: m[k] for k in ("source", "n_tokens", "tokenizer_sha256")} for m in train_metas],
+        "data": [
+            {
+                **{k: m[k] for k in ("source", "n_tokens", "tokenizer_sha256")},
+                "group": p.data.shard(key).group or "train",
+            }
+            for key, m in zip(p.data.keys("train"), train_metas)
+        ],
     }
 
 
@@ -147,8 +153,9 @@ def _loggers(p: Params, run_id: str, resuming: bool) -> list:
 
     loggers = [StepsLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
     if p.train.wandb.mode != "disabled":
-        import wandb
         from pytorch_lightning.loggers import WandbLogger
+
+        import wandb
 
         # The run is started here, on rank zero, rather than by WandbLogger, whose call to wandb.init
         # passes a deprecated `anonymous` setting that W&B warns about on every run.
@@ -280,6 +287,8 @@ def run_stage(p: Params) -> None:
         TokenThroughput(p.train, config.block_size, module.flops_per_token),
         StepProgress(p.train.max_steps, p.train.log_every),
     ]
+    if p.train.mixture is not None:
+        callbacks.append(MixtureReport(p.train, config.block_size))
     trainer = pl.Trainer(
         accelerator=p.train.accelerator,
         devices=p.train.devices,

@@ -18,12 +18,35 @@ fi
 worker=${WORKER:-$(hostname -s)}
 branch="worker/${worker}"
 
+prepare() {
+  dvc pull tokenizer  # the shared upstream, trained once; the arrays must use exactly this model
+  for key in "$@"; do
+    dvc repro --single-item "download@${key}" "pretokenize@${key}"
+  done
+  local stages=()
+  for key in "$@"; do
+    stages+=("pretokenize@${key}")
+  done
+  dvc push "${stages[@]}"
+
+  git checkout -q -B "${branch}"
+  git add dvc.lock
+  if ! git diff --cached --quiet; then
+    git commit -q -m "worker ${worker}: prepared $*"
+  fi
+  if git remote get-url origin >/dev/null 2>&1; then
+    git push -q --force origin "${branch}"  # the branch is this worker's alone
+  fi
+  echo "worker ${worker}: done; dvc.lock on ${branch} ($(git rev-parse --short HEAD))"
+}
+
 echo "worker ${worker}: shards $*"
 # One worker per clone. Holding this lock, any entry in DVC's stage lock (.dvc/tmp/rwlock) was left
 # by a run of this script that was killed mid-stage: DVC trusts the pid written there, which a
 # killed process keeps while it is unreaped (a container without init) or which another process
-# reuses (a requeued job on another node), and would refuse to run. The kernel drops this lock
-# with its holder, however it died.
+# reuses (a requeued job on another node), and would refuse to run. Only this shell holds the lock
+# (`9>&-` keeps it from dvc, git and the daemons they leave behind), so it ends with the script,
+# however the script died.
 mkdir -p .dvc/tmp
 exec 9>.dvc/tmp/worker.lock
 if ! flock --nonblock 9; then
@@ -31,22 +54,4 @@ if ! flock --nonblock 9; then
   exit 1
 fi
 rm -f .dvc/tmp/rwlock
-dvc pull tokenizer  # the shared upstream, trained once; the arrays must use exactly this model
-for key in "$@"; do
-  dvc repro --single-item "download@${key}" "pretokenize@${key}"
-done
-stages=()
-for key in "$@"; do
-  stages+=("pretokenize@${key}")
-done
-dvc push "${stages[@]}"
-
-git checkout -q -B "${branch}"
-git add dvc.lock
-if ! git diff --cached --quiet; then
-  git commit -q -m "worker ${worker}: prepared $*"
-fi
-if git remote get-url origin >/dev/null 2>&1; then
-  git push -q --force origin "${branch}"  # the branch is this worker's alone
-fi
-echo "worker ${worker}: done; dvc.lock on ${branch} ($(git rev-parse --short HEAD))"
+prepare "$@" 9>&-

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import zstandard
 
-from pipeline.jsonl import ShardReader, parse_record
+from pipeline.jsonl import JsonLinesReader, parse_line
+from pipeline.records import PILE_FIELDS
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -47,8 +48,8 @@ def doc(text: str, set_name: str = "Test set") -> dict:
 
 def sample_documents(name: str) -> list[str]:
     """Every document text of a sample shard, e.g. `val` or `train/00`."""
-    reader = ShardReader(SAMPLE / f"{name}.jsonl.zst")
-    return [parse_record(line, number).text for number, line in reader.lines()]
+    reader = JsonLinesReader(SAMPLE / f"{name}.jsonl.zst")
+    return [parse_line(line, number, PILE_FIELDS).text for number, line in reader.items()]
 
 
 def child_env() -> dict:

@@ -30,21 +30,21 @@ def shard_with_lines(path, n_docs=50, lines_per_doc=20):
 
 def test_sample_is_exact_seeded_and_reproducible(tmp_path):
     raw = shard_with_lines(tmp_path / "00.jsonl.zst")
-    stats = corpus.build(raw, tmp_path / "a.txt", 123, "1234:00", 4192)
-    corpus.build(raw, tmp_path / "b.txt", 123, "1234:00", 4192)
-    corpus.build(raw, tmp_path / "c.txt", 123, "99:00", 4192)
+    stats = corpus.build([raw], tmp_path / "a.txt", 123, "1234:00", 4192)
+    corpus.build([raw], tmp_path / "b.txt", 123, "1234:00", 4192)
+    corpus.build([raw], tmp_path / "c.txt", 123, "99:00", 4192)
     a = (tmp_path / "a.txt").read_text().splitlines()
     assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
     assert (tmp_path / "a.txt").read_bytes() != (tmp_path / "c.txt").read_bytes()
     assert len(a) == stats.selected_lines == 123 and stats.candidate_lines == 1000
     source = [f"doc {d} line {i}" for d in range(50) for i in range(20)]
     assert [line for line in source if line in set(a)] == a  # a subset, in the shard's order
-    assert sum(c["selected_lines"] for c in stats.per_set.values()) == 123
+    assert sum(c["selected_lines"] for c in stats.per_group.values()) == 123
 
 
 def test_every_line_is_kept_under_the_quota_and_empty_lines_are_counted(tmp_path):
     raw = write_shard(tmp_path / "00.jsonl.zst", [doc("one\n\ntwo\n"), doc("x" * 50)])
-    stats = corpus.build(raw, tmp_path / "out.txt", 100, "s", 16)
+    stats = corpus.build([raw], tmp_path / "out.txt", 100, "s", 16)
     assert (
         tmp_path / "out.txt"
     ).read_text() == "one\ntwo\n" + "x" * 16 + "\n" + "x" * 16 + "\n" + "x" * 16 + "\n" + "xx\n"
@@ -58,14 +58,14 @@ def test_quota_shares_max_lines_over_the_shards():
 def test_bad_record_stops_with_file_and_line_or_is_skipped_and_counted(tmp_path):
     raw = write_shard(tmp_path / "00.jsonl.zst", raw_lines=[b'{"text": "good"}', b'{"text": ', b'{"text": "also"}'])
     with pytest.raises(PipelineError, match=r"00\.jsonl\.zst: line 2: not valid JSON"):
-        corpus.build(raw, tmp_path / "out.txt", 10, "s", 4192)
+        corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192)
     assert not (tmp_path / "out.txt").exists() and not list(tmp_path.glob("*.tmp"))
-    stats = corpus.build(raw, tmp_path / "out.txt", 10, "s", 4192, on_bad_record="skip")
+    stats = corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192, on_bad_record="skip")
     assert (tmp_path / "out.txt").read_text() == "good\nalso\n" and stats.bad_records == {"not valid JSON": 1}
 
 
 def test_shard_without_documents_is_an_error(tmp_path):
     raw = write_shard(tmp_path / "00.jsonl.zst", raw_lines=[])
     with pytest.raises(PipelineError, match="contains no documents"):
-        corpus.build(raw, tmp_path / "out.txt", 10, "s", 4192)
+        corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192)
     assert not (tmp_path / "out.txt").exists()

@@ -94,3 +94,44 @@ def test_arrays_from_another_tokenizer_are_refused_naming_the_file(tmp_path):
         tokens.check_arrays([good, stale], model, 100)
     with pytest.raises(PipelineError, match=r"good\.bin: made with another tokenizer .*100 pieces.*200 pieces"):
         tokens.check_arrays([good], model, 200)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.01, 100), min_size=1, max_size=8), st.integers(0, 10**9))
+def test_every_1000_consecutive_samples_hold_each_group_within_one_percent_of_its_weight(weights, start):
+    mixture = data.Mixture({f"g{i}": w for i, w in enumerate(weights)})
+    group, _ = mixture.assign(np.arange(start, start + 5000))
+    share = np.array(weights) / sum(weights)
+    for offset in range(0, 4001, 250):
+        held = np.bincount(group[offset : offset + 1000], minlength=len(weights)) / 1000
+        assert np.all(np.abs(held - share) <= 0.01), (offset, held, share)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.01, 100), min_size=1, max_size=6), st.integers(0, 10**9), st.integers(1, 3000))
+def test_a_samples_rank_in_its_group_counts_the_groups_earlier_samples(weights, start, n):
+    """So the assignment of sample k depends on k alone: a resumed run or another rank computes the same."""
+    mixture = data.Mixture({f"g{i}": w for i, w in enumerate(weights)})
+    group, rank = mixture.assign(np.arange(start, start + n))
+    before = mixture.counts(start)
+    for g, name in enumerate(mixture.names):
+        mine = rank[group == g]
+        assert mine.tolist() == list(range(before[name], before[name] + len(mine)))
+    after = mixture.counts(start + n)
+    assert {name: after[name] - before[name] for name in after} == {
+        name: int((group == g).sum()) for g, name in enumerate(mixture.names)
+    }
+    assert sum(after.values()) == start + n
+
+
+def test_a_mixed_run_draws_each_groups_windows_in_a_seeded_order_and_a_small_group_wraps(tmp_path):
+    big = data.Windows([write_array(tmp_path / "big.bin", range(4001))], 4)  # 1000 windows
+    small = data.Windows([write_array(tmp_path / "small.bin", range(4000, 4041))], 4)  # 10 windows
+    mixed = data.MixedWindows({"big": big, "small": small}, {"big": 3.0, "small": 1.0}, seed=5)
+    batch = mixed.__getitems__(list(range(80)))
+    from_small = [int(x[0]) for x, _ in batch if int(x[0]) >= 4000]
+    assert len(from_small) == 20  # a quarter of the samples
+    windows = [(start - 4000) // 4 for start in from_small]
+    assert sorted(windows[:10]) == sorted(windows[10:]) == list(range(10))  # each epoch: every window once
+    assert windows[:10] != windows[10:]  # the second epoch in a new order
+    assert [int(x[0]) for x, _ in mixed.__getitems__(list(range(40, 80)))] == [int(x[0]) for x, _ in batch[40:]]

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from pipeline import cli, pretokenize
 from pipeline.params import PretokenizeParams
-cli.run(lambda: pretokenize.run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=2)))
+raw, model, out = map(Path, sys.argv[1:4])
+cli.run(lambda: pretokenize.run([raw], model, out, PretokenizeParams(workers=2)))
 """
 TRAIN_TOKENIZER = """
 import json, sys

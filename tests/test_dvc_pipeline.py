@@ -18,10 +18,10 @@ pytestmark = pytest.mark.slow  # full `dvc repro` runs on a copy of the reposito
 def test_repro_on_the_sample_builds_arrays_that_decode_to_the_documents(built):
     model = built / "data/tokenizer/spm.model"
     for key, path in SHARDS.items():
-        texts, _, meta = documents_from_array(built / f"data/tokens/{path}.bin", model)
+        texts, _, meta = documents_from_array(built / f"data/tokens/{key}.bin", model)
         assert texts == sample_documents(path), key
         assert meta["vocab_size"] == yaml.safe_load((built / "params.yaml").read_text())["tokenizer"]["vocab_size"]
-    assert (built / "data/raw/train/00.jsonl.zst").read_bytes() == (
+    assert (built / "data/raw/00/train/00.jsonl.zst").read_bytes() == (
         REPO / "data/sample/train/00.jsonl.zst"
     ).read_bytes()
     lock = yaml.safe_load((built / "dvc.lock").read_text())
@@ -54,7 +54,7 @@ def test_training_logs_to_both_loggers_and_evaluation_reaches_dvc_metrics(built)
     assert list((built / "wandb").glob("offline-run-*"))
     evaluation = yaml.safe_load((built / "stats/eval.json").read_text())
     assert set(evaluation) == {"val", "test"} and 0 < evaluation["test"]["bpb"] < 20
-    assert set(evaluation["val"]["per_set"]) == {"Django docs", "Django code", "Django translations"}
+    assert set(evaluation["val"]["per_group"]) == {"Django docs", "Django code", "Django translations"}
 
 
 def test_metrics_hold_the_headline_numbers_only_and_fit_a_terminal(built):
@@ -66,7 +66,7 @@ def test_metrics_hold_the_headline_numbers_only_and_fit_a_terminal(built):
     full = yaml.safe_load((built / "stats/eval.json").read_text())
     for split in ("val", "test"):
         assert headline[split] == {"bpb": full[split]["bpb"], "loss": full[split]["loss"]}
-        assert len(full[split]["per_set"]) == 3  # per group: in the stats file (and metrics/eval.png)
+        assert len(full[split]["per_group"]) == 3  # per group: in the stats file (and metrics/eval.png)
     assert {"loss", "tokens_per_s", "tokens"} <= set(shown["metrics/train/metrics.json"]["data"]["train"])
     for stats in ("stats/download/00.json", "stats/corpus/00.json", "stats/tokenizer.json", "data/tokens/val.json"):
         assert (built / stats).is_file(), stats
@@ -134,10 +134,10 @@ def test_corrupt_mirror_file_fails_with_its_name_and_leaves_no_output(built, tmp
     sample.write_bytes(sample.read_bytes()[:-2000])
     result = run(repo, "dvc", "repro", "--force", "download@val", check=False)  # the mirror is no dependency
     assert result.returncode != 0 and "val.jsonl.zst: sha256 mismatch" in result.stderr
-    assert "Traceback" not in result.stderr and not (repo / "data/raw/val.jsonl.zst").exists()
+    assert "Traceback" not in result.stderr and not (repo / "data/raw/val/val.jsonl.zst").exists()
     edit_params(repo, lambda raw: raw["data"]["shards"]["val"].update(sha256=None))
     result = run(repo, "dvc", "repro", "pretokenize@val", check=False)
-    assert result.returncode != 0 and "data/raw/val.jsonl.zst: truncated" in result.stderr
+    assert result.returncode != 0 and "data/raw/val/val.jsonl.zst: truncated" in result.stderr
     assert not (repo / "data/tokens/val.bin").exists() and not list((repo / "data/tokens").glob("val.*"))
 
 
@@ -147,19 +147,23 @@ def test_stage_given_a_wrong_key_says_so_without_a_traceback(built):
     assert result.stderr.startswith("error: params.yaml: data.shards has no entry 'nope'")
 
 
-def test_pile_preset_plan_lists_every_stage_without_the_network(tmp_path):
-    """`dvc status` shows all 70 stages as to be run; `dvc repro --dry` stops after the downloads,
+@pytest.mark.parametrize("preset", ["pile", "fineweb-edu", "slimpajama"])
+def test_a_preset_plans_every_stage_without_the_network(tmp_path, preset):
+    """`dvc status` shows every stage as to be run; `dvc repro --dry` stops after the downloads,
     whose outputs later stages need to exist (treeverse/dvc#9021), so both are checked."""
     repo = fresh_copy(tmp_path)
-    shutil.copy(repo / "presets/pile.yaml", repo / "params.yaml")
-    keys = [f"{i:02d}" for i in range(30)] + ["val", "test"]
+    shutil.copy(repo / f"presets/{preset}.yaml", repo / "params.yaml")
+    p = params_module.load(repo / "params.yaml")
+    keys = list(p.data.shards)
     every = (
         {f"download@{k}" for k in keys}
-        | {"corpus@11", "corpus@22", "tokenizer", "train", "export", "evaluate"}
+        | {f"corpus@{k}" for k in p.corpus.shards}
+        | {"tokenizer", "train", "export", "evaluate"}
         | {f"pretokenize@{k}" for k in keys}
     )
     status = run(repo, "dvc", "status").stdout
     assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == every
+    assert len(every) == {"pile": 70, "fineweb-edu": 34, "slimpajama": 30}[preset]
     dry = run(repo, "dvc", "repro", "--dry", "--ignore-errors")
     assert stages_run(dry) == {f"download@{k}" for k in keys}
     assert not (repo / "data/raw").exists()
@@ -184,4 +188,4 @@ def test_the_export_stage_leaves_a_transformers_model_and_the_harness_agrees_wit
     ours = json.loads((repo / "metrics/eval.json").read_text())["val"]["bpb"]
     # the harness scores each document alone and not its separator: within 0.5% (README, evaluate)
     assert abs(harness["val"]["bpb"] / ours - 1) <= 0.005, (harness["val"]["bpb"], ours)
-    assert set(harness["val"]["per_set"]) == {"Django docs", "Django code", "Django translations"}
+    assert set(harness["val"]["per_group"]) == {"Django docs", "Django code", "Django translations"}

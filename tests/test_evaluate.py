@@ -30,7 +30,7 @@ def write_tokens(tmp_path, docs, n_bytes, set_ids, names):
                 "vocab_size": 50,
                 "n_tokens": len(stream),
                 "eos_id": EOS,
-                "pile_set_names": names,
+                "groups": names,
             }
         )
     )
@@ -65,6 +65,6 @@ def test_bits_per_byte_equals_a_hand_computation(tmp_path, batch_size):
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
     first, second = sum(losses[:4]), sum(losses[4:16])  # document 1 holds tokens 0-3, its separator included
     prose = sum(losses) - second
-    assert result["per_set"]["prose"]["bpb"] == pytest.approx(prose / 35 / math.log(2), rel=1e-6)
-    assert result["per_set"]["code"]["bpb"] == pytest.approx(second / 30 / math.log(2), rel=1e-6)
-    assert result["per_set"]["prose"]["tokens"] == 4 + 10 and first > 0
+    assert result["per_group"]["prose"]["bpb"] == pytest.approx(prose / 35 / math.log(2), rel=1e-6)
+    assert result["per_group"]["code"]["bpb"] == pytest.approx(second / 30 / math.log(2), rel=1e-6)
+    assert result["per_group"]["prose"]["tokens"] == 4 + 10 and first > 0

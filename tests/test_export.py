@@ -74,7 +74,7 @@ def make_export(root, model_file, block_size=64):
     model.save_pretrained(model_dir)
     shutil.copyfile(model_file, model_dir / "tokenizer.model")
     for name in ("val", "test"):
-        pretokenize.run(SAMPLE / f"{name}.jsonl.zst", model_file, tokens_dir / f"{name}.bin", PretokenizeParams())
+        pretokenize.run([SAMPLE / f"{name}.jsonl.zst"], model_file, tokens_dir / f"{name}.bin", PretokenizeParams())
     report = export.export(
         model_dir, root / "hf", tokens_dir / "val.bin", [tokens_dir / "val.bin", tokens_dir / "test.bin"]
     )

@@ -27,10 +27,10 @@ from tests.repo import copy_of, edit_params, run, stages_run
 pytestmark = pytest.mark.slow  # stages killed, interrupted and starved of disk under `dvc repro`
 
 OUTPUTS = {  # what each stage writes, whose bytes an undisturbed run fixes
-    "download@00": ["data/raw/train/00.jsonl.zst"],
+    "download@00": ["data/raw/00/train/00.jsonl.zst"],
     "corpus@00": ["data/corpus/00.txt"],
     "tokenizer": ["data/tokenizer/spm.model", "data/tokenizer/spm.vocab"],
-    "pretokenize@00": ["data/tokens/train/00.bin", "data/tokens/train/00.idx", "data/tokens/train/00.json"],
+    "pretokenize@00": ["data/tokens/00.bin", "data/tokens/00.idx", "data/tokens/00.json"],
     "train": ["data/model/model.safetensors", "data/model/config.json", "data/model/tokenizer.model"],
 }
 TEMPORARY = ("*.tmp", "*.tmp.*", "*.part", "*.part.json")
@@ -286,10 +286,10 @@ def in_small_filesystem(repo: Path, directory: str, room: int, command: str):
 @pytest.mark.parametrize(
     "stage, directory, output",
     [
-        ("download 00", "data/raw/train", "00.jsonl.zst"),
+        ("download 00", "data/raw/00/train", "00.jsonl.zst"),
         ("corpus 00", "data/corpus", "00.txt"),
         ("tokenizer", "data/tokenizer", "spm.model"),
-        ("pretokenize 00", "data/tokens/train", "00.bin"),
+        ("pretokenize 00", "data/tokens", "00.bin"),
     ],
 )
 def test_full_disk_fails_clearly_and_leaves_the_previous_outputs_untouched(built, tmp_path, stage, directory, output):

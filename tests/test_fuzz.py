@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline import pretokenize, tokens
 from pipeline.errors import PipelineError
-from pipeline.jsonl import ShardReader
+from pipeline.jsonl import JsonLinesReader
 from pipeline.params import PretokenizeParams
 from tests.helpers import REPO, child_env, sample_documents, write_shard
 
@@ -87,7 +87,9 @@ def test_every_line_is_a_correct_document_or_a_counted_bad_record(small_model, t
     texts = [text for _, text, _ in lines if text is not None]
     bad_kinds = Counter(kind for _, _, kind in lines if kind is not None)
     if texts:
-        meta = pretokenize.run(shard, small_model, work / "out.bin", PretokenizeParams(workers=1), on_bad_record="skip")
+        meta = pretokenize.run(
+            [shard], small_model, work / "out.bin", PretokenizeParams(workers=1), on_bad_record="skip"
+        )
         assert meta["n_docs"] == len(texts) and meta["bad_records"] == dict(bad_kinds)
         assert meta["n_bytes"] == sum(len(text.encode()) for text in texts)
         # the lossless tokenizer gives every text back, but for SentencePiece's own space marker, counted
@@ -96,7 +98,7 @@ def test_every_line_is_a_correct_document_or_a_counted_bad_record(small_model, t
     if bad_kinds or not texts:
         first_bad = next(n for n, (_, text, _) in enumerate(lines, 1) if text is None) if bad_kinds else None
         with pytest.raises(PipelineError) as caught:
-            pretokenize.run(shard, small_model, work / "strict.bin", PretokenizeParams(workers=1))
+            pretokenize.run([shard], small_model, work / "strict.bin", PretokenizeParams(workers=1))
         expected = (
             f"line {first_bad:,}: {bad_kinds and next(k for _, t, k in lines if t is None)}"
             if bad_kinds
@@ -132,7 +134,7 @@ def test_damaged_zstd_reads_whole_or_fails_naming_the_file(tmp_path_factory, dat
     path = work / "damaged.jsonl.zst"
     path.write_bytes(blob)
     try:
-        got = [line for _, line in ShardReader(path).lines()]
+        got = [line for _, line in JsonLinesReader(path).items()]
     except PipelineError as exc:
         assert str(path) in str(exc) and ("byte" in str(exc) or "zstd" in str(exc))
         return
@@ -155,10 +157,10 @@ def test_a_cut_between_frames_reads_as_a_shorter_file_and_a_cut_line_fails_as_js
     blob = write_shard(tmp_path / "two.jsonl.zst", raw_lines=lines, frames=2).read_bytes()
     first_frame = len(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(written[:step]))
     (tmp_path / "cut.jsonl.zst").write_bytes(blob[:first_frame])
-    got = [line for _, line in ShardReader(tmp_path / "cut.jsonl.zst").lines()]
+    got = [line for _, line in JsonLinesReader(tmp_path / "cut.jsonl.zst").items()]
     assert b"\n".join(got) == written[:step] and got[-1] != lines[len(got) - 1]  # cut mid-line
     with pytest.raises(PipelineError, match=rf"cut.jsonl.zst: line {len(got)}: not valid JSON"):
-        pretokenize.run(tmp_path / "cut.jsonl.zst", small_model, tmp_path / "cut.bin", PretokenizeParams(workers=1))
+        pretokenize.run([tmp_path / "cut.jsonl.zst"], small_model, tmp_path / "cut.bin", PretokenizeParams(workers=1))
 
 
 @FUZZ
@@ -167,14 +169,16 @@ def test_random_bytes_are_refused_naming_the_file(tmp_path_factory, blob):
     path = tmp_path_factory.mktemp("random") / "noise.jsonl.zst"
     path.write_bytes(blob)
     with pytest.raises(PipelineError, match=str(path)):
-        list(ShardReader(path).lines())
+        list(JsonLinesReader(path).items())
 
 
 def test_a_damaged_shard_through_the_stage_exits_with_a_message_not_a_traceback(small_model, tmp_path):
     repo_params = (REPO / "params.yaml").read_text()
     (tmp_path / "params.yaml").write_text(repo_params)
-    (tmp_path / "data/raw/train").mkdir(parents=True)
-    (tmp_path / "data/raw/train/00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b"\x00\xff" * 999)[:-3])
+    (tmp_path / "data/raw/00/train").mkdir(parents=True)
+    (tmp_path / "data/raw/00/train/00.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(b"\x00\xff" * 999)[:-3]
+    )
     (tmp_path / "data/tokenizer").mkdir(parents=True)
     (tmp_path / "data/tokenizer/spm.model").write_bytes(small_model.read_bytes())
     result = subprocess.run(
@@ -193,7 +197,7 @@ import json, sys
 from pathlib import Path
 from pipeline import pretokenize
 from pipeline.params import PretokenizeParams
-meta = pretokenize.run(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=1))
+meta = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=1))
 # VmHWM, not ru_maxrss: exec keeps the parent's
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "docs": meta["n_docs"]}))

@@ -7,12 +7,13 @@ import zstandard
 
 from pipeline import jsonl
 from pipeline.errors import PipelineError
-from pipeline.jsonl import BadRecord, ShardReader, parse_record
+from pipeline.jsonl import JsonLinesReader, parse_line
+from pipeline.records import PILE_FIELDS, UNLABELLED, BadRecord
 from tests.helpers import doc, write_shard
 
 
 def read_all(path):
-    return [(number, parse_record(line, number).text) for number, line in ShardReader(path).lines()]
+    return [(number, parse_line(line, number, PILE_FIELDS).text) for number, line in JsonLinesReader(path).items()]
 
 
 def test_reads_every_document_across_several_zstd_frames(tmp_path):
@@ -40,7 +41,7 @@ def test_truncated_zstd_names_file_and_byte_offset(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[:-100])
     with pytest.raises(PipelineError, match=r"x\.jsonl\.zst: truncated: .* byte [\d,]+ ends early"):
-        list(ShardReader(path).lines())
+        list(JsonLinesReader(path).items())
 
 
 def test_corrupt_and_non_zstd_files_name_the_file(tmp_path):
@@ -49,19 +50,19 @@ def test_corrupt_and_non_zstd_files_name_the_file(tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(PipelineError, match=r"x\.jsonl\.zst: corrupt zstd data .* byte"):
-        list(ShardReader(path).lines())
+        list(JsonLinesReader(path).items())
     plain = tmp_path / "plain.jsonl.zst"
     plain.write_text('{"text": "not compressed"}\n')
     with pytest.raises(PipelineError, match=r"plain\.jsonl\.zst: corrupt zstd data"):
-        list(ShardReader(plain).lines())
+        list(JsonLinesReader(plain).items())
 
 
 def test_missing_and_empty_files_are_clear_errors(tmp_path):
     with pytest.raises(PipelineError, match="nope.jsonl.zst: no such file"):
-        ShardReader(tmp_path / "nope.jsonl.zst")
+        JsonLinesReader(tmp_path / "nope.jsonl.zst")
     (tmp_path / "empty.jsonl.zst").write_bytes(b"")
     with pytest.raises(PipelineError, match="empty.jsonl.zst: empty file"):
-        ShardReader(tmp_path / "empty.jsonl.zst")
+        JsonLinesReader(tmp_path / "empty.jsonl.zst")
 
 
 @pytest.mark.parametrize(
@@ -79,14 +80,14 @@ def test_missing_and_empty_files_are_clear_errors(tmp_path):
 )
 def test_bad_record_says_what_is_wrong(line, kind):
     with pytest.raises(BadRecord) as info:
-        parse_record(line, 2)
+        parse_line(line, 2, PILE_FIELDS)
     assert info.value.kind == kind
 
 
 def test_byte_order_mark_crlf_and_missing_meta_are_read():
-    assert parse_record(b'\xef\xbb\xbf{"text": "x"}\r', 1).text == "x"
-    record = parse_record('{"text": "h\u00e9"}'.encode(), 3)
-    assert (record.set_name, record.n_bytes) == (jsonl.UNLABELLED_SET, 3)
+    assert parse_line(b'\xef\xbb\xbf{"text": "x"}\r', 1, PILE_FIELDS).text == "x"
+    record = parse_line('{"text": "h\u00e9"}'.encode(), 3, PILE_FIELDS)
+    assert (record.group, record.n_bytes) == (UNLABELLED, 3)
 
 
 def test_final_line_without_newline_is_kept(tmp_path):

@@ -32,7 +32,7 @@ def expect_error(tmp_path, edit, *fragments):
 @pytest.mark.parametrize("name", ["params.yaml", "presets/pile.yaml", "presets/pile-original.yaml"])
 def test_sample_params_and_presets_load(name):
     p = params.load(REPO / name)
-    assert p.corpus.shards and all(p.data.shards[key].split == "train" for key in p.corpus.shards)
+    assert p.corpus.shards and set(p.corpus.shards) <= set(p.data.keys("train"))
     assert {"val", "test"} <= set(p.data.shards)
 
 
@@ -65,7 +65,14 @@ def leaves(tree: dict, prefix: str = "") -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("dotted", leaves(yaml.safe_load((REPO / "params.yaml").read_text())))
+REQUIRED = [
+    dotted
+    for dotted in leaves(yaml.safe_load((REPO / "params.yaml").read_text()))
+    if not (dotted.startswith("data.shards.") and dotted.rsplit(".", 1)[1] in params.Shard.OPTIONAL)
+]
+
+
+@pytest.mark.parametrize("dotted", REQUIRED)
 def test_a_field_missing_from_the_params_file_is_refused_by_name(tmp_path, dotted):
     """The loader is no stage's dependency, so no default in code may stand in for a field."""
 
@@ -95,13 +102,13 @@ def test_wrong_value_is_named(tmp_path):
     expect_error(tmp_path, lambda raw: raw["data"]["shards"]["00"].update(sha256="abc"), "data.shards.00.sha256")
 
 
-@pytest.mark.parametrize("path", ["../x", "train/../../etc/passwd", "/etc/passwd", "train/0 0", "a/b/c"])
+@pytest.mark.parametrize("path", ["../x", "train/../../etc/passwd", "/etc/passwd", "train/0 0", "a/b/c/d/e/f/g/h/i"])
 def test_shard_path_that_is_not_a_plain_name_is_refused(tmp_path, path):
     expect_error(
         tmp_path,
         lambda raw: raw["data"]["shards"].update(evil={"path": path, "sha256": None}),
         "data.shards.evil.path",
-        "not a plain path",
+        "not a plain relative path",
     )
 
 
@@ -158,3 +165,66 @@ def test_original_spm_train_command_is_expressible_in_params(tmp_path):
     assert sorted(rendered.split()[1:]) == sorted(
         f"--{k}={v}" for k, v in {"input": "tokenizer.train.text", "model_prefix": "50000", **flags}.items()
     )
+
+
+def test_a_shard_path_names_its_format_and_means_jsonl_zst_without_one(tmp_path):
+    def shards(raw):
+        raw["data"]["shards"].update(
+            web={"path": "sample/10BT/000_00000.parquet"},
+            gz={"path": "v1/books-0000.jsonl.gz"},
+            dclm={
+                "path": "global-shard_01_of_10/local-shard_0_of_10/shard_{:08d}_processed.jsonl.zstd",
+                "numbers": [3, 5],
+            },
+        )
+
+    p = load_with(tmp_path, shards)
+    assert p.data.shard("00").files() == ["train/00.jsonl.zst"]  # the Pile's params, unchanged
+    assert p.data.raw_files("00") == [params.RAW_DIR / "00" / "train/00.jsonl.zst"]
+    assert p.data.shard("web").files() == ["sample/10BT/000_00000.parquet"]
+    assert p.data.shard("gz").files() == ["v1/books-0000.jsonl.gz"]
+    assert p.data.shard("dclm").files() == [
+        "global-shard_01_of_10/local-shard_0_of_10/shard_00000003_processed.jsonl.zstd",
+        "global-shard_01_of_10/local-shard_0_of_10/shard_00000004_processed.jsonl.zstd",
+    ]
+    assert p.data.tokens_path("dclm") == params.TOKENS_DIR / "dclm.bin"
+    assert sorted(p.data.keys("train")) == ["00", "01", "dclm", "gz", "web"] and p.data.keys("test") == ["test"]
+
+
+def test_numbered_shards_and_their_patterns_are_checked(tmp_path):
+    def numbered(**shard):
+        return lambda raw: raw["data"]["shards"].update(chunk=shard)
+
+    expect_error(
+        tmp_path, numbered(path="c/x_{}.jsonl.zst", numbers=[5, 5]), "data.shards.chunk.numbers", "[first, stop)"
+    )
+    expect_error(tmp_path, numbered(path="c/x.jsonl.zst", numbers=[0, 5]), "data.shards.chunk.path", "no {}")
+    expect_error(tmp_path, numbered(path="c/x_{}.jsonl.zst"), "data.shards.chunk.path", "give the numbers")
+    expect_error(
+        tmp_path,
+        numbered(path="c/x_{}.jsonl.zst", numbers=[0, 2], sha256="0" * 64),
+        "data.shards.chunk.sha256",
+        "one file",
+    )
+    expect_error(tmp_path, numbered(path="c/x_{}/../../y", numbers=[0, 2]), "data.shards.chunk.path", "not a plain")
+
+
+def test_evaluating_on_a_training_shard_is_refused_and_split_says_what_a_shard_is_for(tmp_path):
+    def evaluate_on(split):
+        def edit(raw):
+            raw["data"]["shards"]["wiki"] = {"path": "wiki", **({"split": split} if split else {})}
+            raw["evaluate"]["splits"] = ["val", "wiki"]
+
+        return edit
+
+    expect_error(tmp_path, evaluate_on(None), "evaluate.splits[1]", "'wiki' is a training shard")
+    p = load_with(tmp_path, evaluate_on("test"))
+    assert "wiki" not in p.data.keys("train") and p.data.keys("test") == ["test", "wiki"]
+    expect_error(tmp_path, lambda raw: raw["data"]["shards"]["val"].update(group="x"), "data.shards.val.group")
+    expect_error(tmp_path, lambda raw: raw["data"]["shards"]["val"].update(split="train"), "no `val` entry")
+
+
+def test_field_paths_are_checked_and_null_means_no_groups(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["data"].update(text_field="meta..text"), "data.text_field")
+    expect_error(tmp_path, lambda raw: raw["data"].update(group_field=""), "data.group_field")
+    assert load_with(tmp_path, lambda raw: raw["data"].update(group_field=None)).data.group_field is None

@@ -30,23 +30,23 @@ def documents_from_array(bin_path, model):
 
 def test_sample_shard_decodes_back_to_its_documents(small_model, tmp_path):
     out = tmp_path / "val.bin"
-    meta = pretokenize.run(SAMPLE / "val.jsonl.zst", small_model, out, TWO)
+    meta = pretokenize.run([SAMPLE / "val.jsonl.zst"], small_model, out, TWO)
     texts, index, stored = documents_from_array(out, small_model)
     assert texts == sample_documents("val")
     assert list(index["n_bytes"]) == [len(t.encode()) for t in texts]
     assert stored["n_docs"] == len(texts) and stored["n_tokens"] == out.stat().st_size // 2
     assert stored["tokenizer_sha256"] == hashlib.sha256(small_model.read_bytes()).hexdigest()
-    names = [stored["pile_set_names"][i] for i in index["set_id"]]
+    names = [stored["groups"][i] for i in index["set_id"]]
     assert sorted(set(names)) == ["Django code", "Django docs", "Django translations"]
     assert {name: sum(1 for n in names if n == name) for name in set(names)} == {
-        name: counts["docs"] for name, counts in meta["per_set"].items()
+        name: counts["docs"] for name, counts in meta["per_group"].items()
     }
     assert np.memmap(out, dtype=np.uint16, mode="r").shape == (stored["n_tokens"],)  # nanoGPT's way
 
 
 def test_one_and_two_workers_write_identical_files(small_model, tmp_path):
     for name, params in (("one", ONE), ("two", TWO)):
-        pretokenize.run(SAMPLE / "test.jsonl.zst", small_model, tmp_path / name / "test.bin", params)
+        pretokenize.run([SAMPLE / "test.jsonl.zst"], small_model, tmp_path / name / "test.bin", params)
     for suffix in (".bin", ".idx", ".json"):
         assert (tmp_path / "one" / f"test{suffix}").read_bytes() == (tmp_path / "two" / f"test{suffix}").read_bytes()
 
@@ -54,7 +54,7 @@ def test_one_and_two_workers_write_identical_files(small_model, tmp_path):
 def test_empty_texts_and_unicode_edge_cases_round_trip(small_model, tmp_path):
     texts = ["", " ", "\n\n", "tab\there", "naïve — 日本語 🙂 \u2028 \x00 end", "x" * 20_000]
     raw = write_shard(tmp_path / "edge.jsonl.zst", [doc(t) for t in texts])
-    pretokenize.run(raw, small_model, tmp_path / "edge.bin", TWO)
+    pretokenize.run([raw], small_model, tmp_path / "edge.bin", TWO)
     assert documents_from_array(tmp_path / "edge.bin", small_model)[0] == texts
 
 
@@ -63,10 +63,10 @@ def test_bad_record_names_file_and_line_and_leaves_no_output(small_model, tmp_pa
         tmp_path / "07.jsonl.zst", raw_lines=[b'{"text": "fine"}'] * 5 + [b'{"text": 1}'] + [b'{"text": "ok"}']
     )
     with pytest.raises(PipelineError, match=r"07\.jsonl\.zst: line 6: no string 'text'.*on_bad_record: skip"):
-        pretokenize.run(raw, small_model, tmp_path / "out" / "07.bin", TWO)
+        pretokenize.run([raw], small_model, tmp_path / "out" / "07.bin", TWO)
     assert not list((tmp_path / "out").iterdir())
     meta = pretokenize.run(
-        raw, small_model, tmp_path / "out" / "07.bin", PretokenizeParams(workers=2), on_bad_record="skip"
+        [raw], small_model, tmp_path / "out" / "07.bin", PretokenizeParams(workers=2), on_bad_record="skip"
     )
     assert meta["n_docs"] == 6 and meta["bad_records"] == {"no string 'text'": 1}
 
@@ -75,7 +75,7 @@ def test_truncated_shard_names_file_and_leaves_no_array(small_model, tmp_path):
     raw = tmp_path / "07.jsonl.zst"
     raw.write_bytes((SAMPLE / "val.jsonl.zst").read_bytes()[:-5000])
     with pytest.raises(PipelineError, match=r"07\.jsonl\.zst: truncated"):
-        pretokenize.run(raw, small_model, tmp_path / "out" / "07.bin", TWO)
+        pretokenize.run([raw], small_model, tmp_path / "out" / "07.bin", TWO)
     assert not list((tmp_path / "out").iterdir())
 
 
@@ -91,13 +91,13 @@ def test_tokenizer_without_a_separator_is_refused_before_any_work(tmp_path, smal
 
     tokenizer.train([small_model.parent / "corpus.txt"], tmp_path / "noeos", {**LOSSLESS_FLAGS, "eos_id": -1})
     with pytest.raises(PipelineError, match="no eos piece .* bleed"):
-        pretokenize.run(SAMPLE / "val.jsonl.zst", tmp_path / "noeos.model", tmp_path / "val.bin", ONE)
+        pretokenize.run([SAMPLE / "val.jsonl.zst"], tmp_path / "noeos.model", tmp_path / "val.bin", ONE)
     assert not (tmp_path / "val.bin").exists()
 
 
 def test_damaged_array_is_detected_against_its_metadata(small_model, tmp_path):
     out = tmp_path / "test.bin"
-    pretokenize.run(SAMPLE / "test.jsonl.zst", small_model, out, ONE)
+    pretokenize.run([SAMPLE / "test.jsonl.zst"], small_model, out, ONE)
     with open(out, "ab") as f:
         f.write(b"\0\0")
     with pytest.raises(PipelineError, match="metadata says"):

@@ -23,7 +23,7 @@ def test_colleague_pulls_the_tokenized_shards_and_tokenizes_nothing(built, tmp_p
     colleague = tmp_path / "colleague"
     run(tmp_path, "git", "clone", "-q", str(origin), str(colleague))
     run(colleague, "dvc", "pull", "tokenizer", "pretokenize")
-    assert (colleague / "data/tokens/train/00.bin").read_bytes() == (origin / "data/tokens/train/00.bin").read_bytes()
+    assert (colleague / "data/tokens/00.bin").read_bytes() == (origin / "data/tokens/00.bin").read_bytes()
     assert not (colleague / "data/raw").exists() and not (colleague / "data/corpus").exists()
 
     edit_params(colleague, lambda raw: raw["train"].update(lr=0.001))  # their own model, on the shared tokens
@@ -49,7 +49,7 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
     repo = fresh_copy(tmp_path)
     edit_params(repo, lambda raw: raw["pretokenize"].update(workers=1))
     run(repo, "dvc", "repro", "tokenizer", "download@00", "download@01")
-    partials = [repo / f"data/tokens/train/{key}.bin.tmp" for key in ("00", "01")]
+    partials = [repo / f"data/tokens/{key}.bin.tmp" for key in ("00", "01")]
     processes = [
         subprocess.Popen(
             ["dvc", "--wait-for-lock", "repro", "--single-item", f"pretokenize@{key}"],
@@ -71,7 +71,7 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert {"pretokenize@00", "pretokenize@01"} <= set(lock)
     assert "up to date" in run(repo, "dvc", "status", "pretokenize@00", "pretokenize@01").stdout
-    arrays = sorted((repo / "data/tokens/train").glob("0[01].*"))
+    arrays = sorted((repo / "data/tokens").glob("0[01].*"))
     concurrent = [path.read_bytes() for path in arrays]
     run(repo, "dvc", "repro", "--force", "--single-item", "pretokenize@00", "pretokenize@01")  # one after the other
     assert [path.read_bytes() for path in arrays] == concurrent and len(arrays) == 6

@@ -16,7 +16,7 @@ import yaml
 from pipeline import pretokenize
 from pipeline.model import GPT, GPTConfig
 from pipeline.params import PretokenizeParams
-from tests.helpers import REPO, SAMPLE, child_env
+from tests.helpers import REPO, SAMPLE, child_env, doc, write_shard
 
 pytestmark = pytest.mark.slow  # the real Lightning Trainer, trainings of seconds to a minute each
 
@@ -52,8 +52,10 @@ TINY = {
 def token_arrays(small_model, tmp_path_factory):
     """The sample's test shard as training data and its val shard for validation, tokenized once."""
     out = tmp_path_factory.mktemp("tokens")
-    for name, target in (("test", "train/00"), ("val", "val")):
-        pretokenize.run(SAMPLE / f"{name}.jsonl.zst", small_model, out / f"{target}.bin", PretokenizeParams(workers=2))
+    for name, target in (("test", "00"), ("val", "val")):
+        pretokenize.run(
+            [SAMPLE / f"{name}.jsonl.zst"], small_model, out / f"{target}.bin", PretokenizeParams(workers=2)
+        )
     return out
 
 
@@ -270,10 +272,10 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
 
 def test_arrays_from_another_tokenizer_are_refused_before_training(tmp_path, small_model, token_arrays):
     repo = project(tmp_path, small_model, token_arrays)
-    meta = repo / "data/tokens/train/00.json"
+    meta = repo / "data/tokens/00.json"
     meta.write_text(meta.read_text().replace('"tokenizer_sha256": "', '"tokenizer_sha256": "0'))
     result = train(repo, check=False)
-    assert result.returncode == 1 and "data/tokens/train/00.bin: made with another tokenizer" in result.stderr
+    assert result.returncode == 1 and "data/tokens/00.bin: made with another tokenizer" in result.stderr
 
 
 class _Payload:
@@ -291,3 +293,28 @@ def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path, sma
     result = train(repo, check=False)
     assert result.returncode == 1 and "last.ckpt: refused" in result.stderr and "Traceback" not in result.stderr
     assert not (repo / "PWNED").exists()
+
+
+def test_a_mixture_reports_each_groups_draws_and_says_when_a_small_group_wraps(tmp_path, small_model, token_arrays):
+    directory = project(tmp_path, small_model, token_arrays)
+    texts = [f"A short note number {i}, with a few words." for i in range(6)]
+    pretokenize.run(
+        [write_shard(tmp_path / "notes.jsonl.zst", [doc(t) for t in texts])],
+        small_model,
+        directory / "data/tokens/notes.bin",
+        PretokenizeParams(workers=1),
+    )
+    raw = yaml.safe_load((directory / "params.yaml").read_text())
+    raw["data"]["shards"]["00"]["group"] = "code"
+    raw["data"]["shards"]["notes"] = {"path": "notes", "group": "notes"}
+    raw["train"]["mixture"] = {"code": 3, "notes": 1}
+    set_params(directory, raw)
+    result = train(directory)
+    samples = 24 * 8
+    drawn = json.loads((directory / "metrics/train/metrics.json").read_text())["mixture"]
+    assert drawn == {
+        "code": {"samples": samples * 3 / 4, "tokens": samples * 3 / 4 * 32},
+        "notes": {"samples": samples / 4, "tokens": samples / 4 * 32},
+    }
+    assert "group 'notes' drew all" in result.stderr and "its epoch 2 begins" in result.stderr
+    assert "group 'code' drew all" not in result.stderr

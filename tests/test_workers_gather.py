@@ -103,8 +103,8 @@ def test_two_workers_prepare_shards_at_once_and_the_gather_joins_their_locks(bas
     run(base, "dvc", "pull", *[f"pretokenize@{key}" for key in NEW])
     for i, key in enumerate(NEW):
         for suffix in (".bin", ".idx", ".json"):
-            mine = (base / f"data/tokens/train/{key}{suffix}").read_bytes()
-            assert mine == (tmp_path / f"w{i}" / f"data/tokens/train/{key}{suffix}").read_bytes()
+            mine = (base / f"data/tokens/{key}{suffix}").read_bytes()
+            assert mine == (tmp_path / f"w{i}" / f"data/tokens/{key}{suffix}").read_bytes()
     planned = stages_run(run(base, "dvc", "repro", "--allow-missing", "--dry"))
     assert not planned & {f"{stage}@{key}" for stage in ("download", "pretokenize") for key in NEW}, planned
 
@@ -127,7 +127,7 @@ def test_a_worker_killed_half_way_and_rerun_pushes_the_same_arrays(base, tmp_pat
     finished(task(base, 0, 1, ["02"], tmp_path / "whole", job="1"))
     killed = tmp_path / "killed"
     process = task(base, 0, 1, ["02"], killed, job="2")
-    partial = killed / "data/tokens/train/02.bin.tmp"
+    partial = killed / "data/tokens/02.bin.tmp"
     deadline = time.monotonic() + 300
     while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -148,7 +148,7 @@ def test_a_worker_killed_half_way_and_rerun_pushes_the_same_arrays(base, tmp_pat
     output = finished(task(base, 0, 1, ["02"], killed, job="2"))  # the same task, rerun: it finishes the job
     assert "worker slurm-2-0: done" in output
     for suffix in (".bin", ".idx", ".json"):
-        name = f"data/tokens/train/02{suffix}"
+        name = f"data/tokens/02{suffix}"
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert lock(killed)["pretokenize@02"] == lock(tmp_path / "whole")["pretokenize@02"]
 
