@@ -189,3 +189,27 @@ def test_the_export_stage_leaves_a_transformers_model_and_the_harness_agrees_wit
     # the harness scores each document alone and not its separator: within 0.5% (README, evaluate)
     assert abs(harness["val"]["bpb"] / ours - 1) <= 0.005, (harness["val"]["bpb"], ours)
     assert set(harness["val"]["per_group"]) == {"Django docs", "Django code", "Django translations"}
+
+
+def test_a_download_dvc_gave_up_on_resumes_from_its_partial_file_on_the_next_repro(tmp_path, http_server):
+    """DVC empties a stage's output directory before it reruns the stage: the partial file lives
+    outside it (data/raw/.partial/KEY/), so the next `dvc repro` asks only for the rest."""
+    base, server = http_server
+    body = (REPO / "data/sample/val.jsonl.zst").read_bytes()
+    server.files["/val.jsonl.zst"] = body
+    server.drop_after = 50_000
+    repo = fresh_copy(tmp_path)
+
+    def through_the_server(raw):
+        raw["data"]["source"] = base
+        raw["download"].update(retries=0, backoff_s=0.01)
+
+    edit_params(repo, through_the_server)
+    failed = run(repo, "dvc", "repro", "download@val", check=False)
+    assert failed.returncode != 0 and "50,000 bytes kept" in failed.stderr
+    partial = repo / "data/raw/.partial/val/val.jsonl.zst.part"
+    assert partial.stat().st_size == 50_000 and not (repo / "data/raw/val/val.jsonl.zst").exists()
+    server.drop_after = None
+    run(repo, "dvc", "repro", "download@val")
+    assert server.requests[-1]["headers"]["Range"] == "bytes=50000-"
+    assert (repo / "data/raw/val/val.jsonl.zst").read_bytes() == body and not partial.exists()
