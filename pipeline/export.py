@@ -2,7 +2,9 @@
 
 `data/model/hf/` loads offline with `AutoModelForCausalLM` and `AutoTokenizer`, no trust_remote_code:
 
-- the weights as a stock `GPT2LMHeadModel`: Linear weights transposed to GPT-2's Conv1D layout,
+- the weights as a stock class: `LlamaForCausalLM` for a modern model with RoPE, RMSNorm and SwiGLU
+  (`Qwen3ForCausalLM` with QK-norm; any other modern mix is refused, naming the option), or, for arch
+  gpt2, `GPT2LMHeadModel`: Linear weights transposed to GPT-2's Conv1D layout,
   zeros for the biases and LayerNorm shifts our model does without, the embedding cut from the
   padded vocabulary to the tokenizer's (so the softmax runs over real pieces only, as ours does),
   input and output embeddings tied, `activation_function: gelu` (the exact erf GELU of F.gelu);
@@ -34,7 +36,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from pipeline import files, progress, tokens
 from pipeline.errors import PipelineError
-from pipeline.model import GPT
+from pipeline.model import GPT, RMS_EPS, GPTConfig, swiglu_width
 from pipeline.params import MODEL_DIR, STATS_DIR, Params
 
 HF_DIR = MODEL_DIR / "hf"
@@ -85,6 +87,83 @@ class ExportReport:
     texts_checked: int
     """Texts whose exported ids were compared with SentencePiece's: every validation and test
     document and the hostile strings; all matched, or nothing was exported."""
+
+
+def architecture(config: GPTConfig) -> str:
+    """The stock transformers class our model is exactly: GPT-2 for arch gpt2; RoPE + RMSNorm + SwiGLU is
+    Llama, and with QK-norm Qwen3 (which normalises each head's queries and keys before RoPE, as we do).
+    Any other mix has no stock class: PipelineError naming the option."""
+    if config.arch == "gpt2":
+        return "GPT2LMHeadModel"
+    needs = {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+    for name, value in needs.items():
+        if getattr(config, name) != value:
+            raise PipelineError(
+                f"export: model.{name}: {getattr(config, name)} has no stock transformers equivalent in a modern "
+                f"model (Llama and Qwen3 need {name} {value}); GPT.from_pretrained('data/model') still loads it"
+            )
+    return "Qwen3ForCausalLM" if config.qk_norm else "LlamaForCausalLM"
+
+
+def llama_config(model: GPT, eos_id: int, pad_id: int, unk_id: int) -> dict:
+    """A LlamaConfig, or a Qwen3Config with QK-norm (as a dict), for a modern model."""
+    c = model.config
+    name = architecture(c)
+    return {
+        "architectures": [name],
+        "model_type": "qwen3" if name.startswith("Qwen3") else "llama",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.n_embd,
+        "intermediate_size": swiglu_width(c.n_embd),
+        "num_hidden_layers": c.n_layer,
+        "num_attention_heads": c.n_head,
+        "num_key_value_heads": c.n_head,
+        "head_dim": c.n_embd // c.n_head,
+        "hidden_act": "silu",
+        "max_position_embeddings": c.block_size,
+        "rms_norm_eps": RMS_EPS,
+        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": c.dropout,
+        "use_sliding_window": False,
+        "tie_word_embeddings": c.tie_embeddings,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "unk_token_id": unk_id,
+        "torch_dtype": "float32",
+    }
+
+
+def llama_weights(model: GPT) -> dict[str, torch.Tensor]:
+    """Our state dict under LlamaForCausalLM's (and Qwen3ForCausalLM's) names; the fused qkv split in three."""
+    c = model.config
+    state = model.state_dict()
+    out = {
+        "model.embed_tokens.weight": state["token_embedding.weight"][: c.vocab_size],
+        "model.norm.weight": state["ln_final.weight"],
+    }
+    if not c.tie_embeddings:
+        out["lm_head.weight"] = state["lm_head.weight"][: c.vocab_size]
+    for i in range(c.n_layer):
+        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
+        q, k, v = state[f"{ours}attn.qkv.weight"].chunk(3, dim=0)  # rows: (three h d), as the forward reads them
+        out |= {
+            f"{theirs}input_layernorm.weight": state[f"{ours}ln_attn.weight"],
+            f"{theirs}self_attn.q_proj.weight": q,
+            f"{theirs}self_attn.k_proj.weight": k,
+            f"{theirs}self_attn.v_proj.weight": v,
+            f"{theirs}self_attn.o_proj.weight": state[f"{ours}attn.proj.weight"],
+            f"{theirs}post_attention_layernorm.weight": state[f"{ours}ln_mlp.weight"],
+            f"{theirs}mlp.gate_proj.weight": state[f"{ours}mlp.gate.weight"],
+            f"{theirs}mlp.up_proj.weight": state[f"{ours}mlp.up.weight"],
+            f"{theirs}mlp.down_proj.weight": state[f"{ours}mlp.down.weight"],
+        }
+        if c.qk_norm:
+            out[f"{theirs}self_attn.q_norm.weight"] = state[f"{ours}attn.q_norm.weight"]
+            out[f"{theirs}self_attn.k_norm.weight"] = state[f"{ours}attn.k_norm.weight"]
+    return {name: tensor.detach().to(torch.float32).contiguous().clone() for name, tensor in out.items()}
 
 
 def gpt2_config(model: GPT, eos_id: int, pad_id: int, unk_id: int) -> dict:
@@ -272,6 +351,7 @@ def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     model = GPT.from_pretrained(model_dir)
+    name = architecture(model.config)  # before any work: a model without a stock class is refused
     model_file = model_dir / "tokenizer.model"
     processor = spm.SentencePieceProcessor(model_file=str(model_file))
     if processor.get_piece_size() != model.config.vocab_size:
@@ -285,9 +365,12 @@ def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        config = gpt2_config(model, processor.eos_id(), processor.pad_id(), processor.unk_id())
+        ids = (processor.eos_id(), processor.pad_id(), processor.unk_id())
+        gpt2 = name == "GPT2LMHeadModel"
+        config = gpt2_config(model, *ids) if gpt2 else llama_config(model, *ids)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_file(gpt2_weights(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        weights = gpt2_weights(model) if gpt2 else llama_weights(model)
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         generation = {
             "eos_token_id": processor.eos_id(),
             "pad_token_id": processor.pad_id(),
@@ -328,7 +411,7 @@ def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path
         if why_not_fast is None
         else f"{SENTENCEPIECE_CLASS} backed by SentencePiece ({why_not_fast})"
     )
-    return ExportReport("GPT2LMHeadModel", described, difference, len(windows), len(texts))
+    return ExportReport(name, described, difference, len(windows), len(texts))
 
 
 def run_stage(p: Params) -> None:

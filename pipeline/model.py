@@ -1,8 +1,11 @@
 """A decoder-only GPT, in the spirit of nanoGPT's model.py, with the shapes written in einops.
 
-Pre-LayerNorm blocks, causal self-attention through scaled_dot_product_attention (flash kernels on
-GPU), a GELU MLP, learned positions, input and output embeddings tied, GPT-2 initialisation with
-residual projections scaled by 1/sqrt(2 * n_layer). Knows nothing of Lightning.
+Two families (model.arch). `gpt2`: pre-LayerNorm blocks, a GELU MLP, learned positions, input and
+output embeddings tied, GPT-2 initialisation with residual projections scaled by 1/sqrt(2 * n_layer).
+`modern`: the same skeleton with each piece chosen in params, one at a time: rotary position
+embeddings (computed once per forward, applied to queries and keys in every layer), RMSNorm,
+a SwiGLU or squared-ReLU MLP, RMSNorm on queries and keys, an untied head, no biases. Attention
+goes through scaled_dot_product_attention (flash kernels on GPU) either way. Knows nothing of Lightning.
 """
 
 import json
@@ -38,6 +41,28 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = 
     )
 
 
+RMS_EPS = 1e-6  # RMSNorm's epsilon, here and in the exported Llama/Qwen3 config
+
+
+def norm(config: GPTConfig, dim: int) -> nn.Module:
+    return nn.LayerNorm(dim, bias=config.bias) if config.norm == "layernorm" else nn.RMSNorm(dim, eps=RMS_EPS)
+
+
+def rope_tables(t: int, head_dim: int, theta: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (t, head_dim) of RoPE's angles: position x frequency, each frequency on two dimensions
+    half a head apart (the `rotate_half` layout that Llama and Qwen3 use, so weights export as they are)."""
+    frequencies = theta ** -(torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(t, device=device, dtype=torch.float32), frequencies)  # (t, head_dim / 2)
+    angles = torch.cat((angles, angles), dim=-1)  # (t, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Turn each pair (x_i, x_{i + d/2}) of x (b, h, t, d) by its position's angle."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -48,9 +73,16 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.residual = True
         self.resid_dropout = nn.Dropout(config.dropout)
+        head_dim = config.n_embd // config.n_head
+        self.q_norm = nn.RMSNorm(head_dim, eps=RMS_EPS) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=RMS_EPS) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)  # (b, h, t, d), each head's vectors to unit RMS
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )  # (b, h, t, d)
@@ -58,28 +90,42 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y))
 
 
+def swiglu_width(n_embd: int) -> int:
+    """SwiGLU's hidden width: 2/3 of 4 x n_embd, so its three matrices hold what GELU's two do, rounded up to 32."""
+    return -(-8 * n_embd // 3 // 32) * 32
+
+
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.down = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        hidden = swiglu_width(config.n_embd) if self.kind == "swiglu" else 4 * config.n_embd
+        self.up = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.gate = nn.Linear(config.n_embd, hidden, bias=config.bias) if self.kind == "swiglu" else None
+        self.down = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.down.residual = True
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x))))  # (b, t, n_embd)
+        if self.kind == "gelu":
+            hidden = F.gelu(self.up(x))
+        elif self.kind == "relu2":
+            hidden = F.relu(self.up(x)).square()
+        else:
+            hidden = F.silu(self.gate(x)) * self.up(x)  # (b, t, hidden)
+        return self.dropout(self.down(hidden))  # (b, t, n_embd)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_attn = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_attn = norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_mlp = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_mlp = norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x))
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), rope)
         return x + self.mlp(self.ln_mlp(x))
 
 
@@ -88,12 +134,14 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.padded_vocab_size, config.n_embd)
-        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        learned = config.position == "learned"
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd) if learned else None
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_final = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_final = norm(config, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
-        self.lm_head.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -111,29 +159,50 @@ class GPT(nn.Module):
         b, t = idx.shape
         if t > self.config.block_size:
             raise ValueError(f"sequence of {t} tokens exceeds block_size {self.config.block_size}")
-        positions = torch.arange(t, device=idx.device)
-        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (b, t, n_embd)
+        x = self.token_embedding(idx)  # (b, t, n_embd)
+        rope = None
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(t, device=idx.device))
+        else:
+            head_dim = self.config.n_embd // self.config.n_head
+            rope = rope_tables(t, head_dim, self.config.rope_theta, idx.device)  # once, for every layer
+        x = self.dropout(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope)
         logits = self.lm_head(self.ln_final(x))  # (b, t, padded_vocab_size)
         return logits[..., : self.config.vocab_size]
 
     def n_params(self, non_embedding: bool = True) -> int:
-        """Parameters; position embeddings excluded by default, as in the usual FLOPs count."""
+        """Parameters; by default without those that do no matmul (position table, an untied input
+        embedding: a lookup), as in the usual FLOPs count."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.position_embedding.weight.numel() if non_embedding else n
+        if not non_embedding:
+            return n
+        if self.position_embedding is not None:
+            n -= self.position_embedding.weight.numel()
+        if not self.config.tie_embeddings:
+            n -= self.token_embedding.weight.numel()
+        return n
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token (forward and backward): 6N plus attention, as in PaLM's appendix B."""
+        """Training FLOPs per token (forward and backward): 6N plus attention, as in PaLM's appendix B,
+        plus RoPE's turns of queries and keys (3 FLOPs an element, 3x for the backward pass). A gated
+        MLP's third matrix is in N."""
         c = self.config
-        return 6 * self.n_params() + 12 * c.n_layer * c.n_embd * c.block_size
+        rope = 9 * 2 * c.n_embd * c.n_layer if c.position == "rope" else 0
+        return 6 * self.n_params() + 12 * c.n_layer * c.n_embd * c.block_size + rope
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Matrices decay; biases, LayerNorm gains and nothing else do not."""
+        """Matrices decay; biases, norm gains and nothing else do not."""
         params = {name: p for name, p in self.named_parameters() if p.requires_grad}
         decay = [p for p in params.values() if p.dim() >= 2]
         no_decay = [p for p in params.values() if p.dim() < 2]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The 2-D weights inside the blocks (attention and MLP): what Muon orthogonalises. Embeddings,
+        the head, gains and biases are not hidden matrices."""
+        return [p for p in self.blocks.parameters() if p.requires_grad and p.dim() == 2]
 
     @torch.no_grad()
     def generate(

@@ -93,6 +93,7 @@ def format_suffix(name: str) -> str | None:
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+GPT2_PIECES = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "tie_embeddings": True}
 MAX_PATH_DEPTH = 8  # directories a file may sit under on the mirror (DCLM's are three deep)
 
 
@@ -209,6 +210,24 @@ class ModelParams:
     """Biases in Linear and LayerNorm layers; without is slightly better and faster."""
     vocab_multiple: int = 64
     """Pad the embedding to a multiple of this so matmuls hit tensor-core-friendly sizes."""
+    arch: Literal["gpt2", "modern"] = "gpt2"
+    """gpt2: GPT-2 exactly (the pieces below at their GPT-2 values, checked); modern: the pieces are free
+    to choose, one at a time, and there are no biases."""
+    position: Literal["learned", "rope"] = "learned"
+    """Where a token is: a learned table added to the input (GPT-2), or rotary embeddings turning queries
+    and keys in every layer (RoPE: relative positions)."""
+    rope_theta: float = 10000.0
+    """RoPE's base: the slowest of its rotations has this period in tokens (times 2 pi)."""
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """LayerNorm (GPT-2) or RMSNorm (no mean subtraction, no shift: cheaper, as good)."""
+    mlp: Literal["gelu", "swiglu", "relu2"] = "gelu"
+    """gelu: 4x wide, GELU (GPT-2); swiglu: gated SiLU, 8/3x wide (rounded up to 32) for the same
+    parameters; relu2: 4x wide, ReLU squared (modded-nanogpt)."""
+    qk_norm: bool = False
+    """RMSNorm on each head's queries and keys before attention: bounded attention logits, steadier
+    at high learning rates."""
+    tie_embeddings: bool = True
+    """One matrix reads and writes tokens (GPT-2); False gives the output head its own."""
 
 
 @dataclass(frozen=True)
@@ -235,8 +254,15 @@ class TrainParams:
     """Micro-steps per optimizer step; one step sees batch_size x grad_accum x devices sequences."""
     max_steps: int = 1000
     """Optimizer steps to train for; raising it later resumes and continues the same run."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW on every weight. muon: Muon (momentum, then each update orthogonalised by
+    Newton-Schulz) on the blocks' 2-D matrices, AdamW on embeddings, head, gains and biases."""
     lr: float = 1e-3
-    """Peak learning rate, reached at the end of warm-up."""
+    """Peak learning rate of AdamW (with muon: AdamW's share), reached at the end of warm-up."""
+    muon_lr: float = 0.02
+    """Peak learning rate of Muon's matrices (train.optimizer: muon); the same schedule as lr."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum."""
     min_lr: float = 1e-4
     """Learning rate at and after the end of the cosine decay."""
     warmup_steps: int = 100
@@ -450,6 +476,19 @@ def _check_training(p: Params, fail) -> None:
         raise fail("model.n_embd", f"{m.n_embd} is not a multiple of model.n_head ({m.n_head})")
     if not 0 <= m.dropout < 1:
         raise fail("model.dropout", "must be in [0, 1)")
+    if m.arch == "gpt2":
+        for name, value in GPT2_PIECES.items():
+            if getattr(m, name) != value:
+                raise fail(
+                    f"model.{name}",
+                    f"{getattr(m, name)!r} is not GPT-2's ({value!r}); set model.arch: modern to change it",
+                )
+    elif m.bias:
+        raise fail("model.bias", "the modern arch has no biases; set it to false")
+    if m.position == "rope" and (m.n_embd // m.n_head) % 2:
+        raise fail("model.n_head", f"RoPE turns pairs of a head's {m.n_embd // m.n_head} dimensions: make it even")
+    if m.rope_theta <= 0:
+        raise fail("model.rope_theta", "must be positive")
     for name in (
         "batch_size",
         "grad_accum",
@@ -470,6 +509,13 @@ def _check_training(p: Params, fail) -> None:
         raise fail("train.warmup_steps", f"must be between 0 and train.decay_steps ({t.decay_steps})")
     if t.num_workers < 0 or t.num_threads < 0:
         raise fail("train.num_workers", "must not be negative")
+    if t.optimizer == "muon" and t.strategy in ("fsdp", "deepspeed_stage_2"):
+        raise fail(
+            "train.optimizer",
+            f"muon orthogonalises whole matrices, and train.strategy {t.strategy} shards them; use ddp",
+        )
+    if not 0 <= t.muon_momentum < 1:
+        raise fail("train.muon_momentum", "must be in [0, 1)")
     if t.mixture is not None:
         groups = {p.data.shard(key).group or "train" for key in p.data.keys("train")}
         for name, weight in t.mixture.items():

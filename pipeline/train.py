@@ -153,9 +153,8 @@ def _loggers(p: Params, run_id: str, resuming: bool) -> list:
 
     loggers = [StepsLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
     if p.train.wandb.mode != "disabled":
-        from pytorch_lightning.loggers import WandbLogger
-
         import wandb
+        from pytorch_lightning.loggers import WandbLogger
 
         # The run is started here, on rank zero, rather than by WandbLogger, whose call to wandb.init
         # passes a deprecated `anonymous` setting that W&B warns about on every run.

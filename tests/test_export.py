@@ -53,9 +53,13 @@ HOSTILE = st.lists(
 ).map("".join)
 
 
-def make_export(root, model_file, block_size=64):
+MODERN = {"arch": "modern", "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": False}
+
+
+def make_export(root, model_file, block_size=64, **pieces):
     """A randomly initialised GPT over `model_file`'s vocabulary, saved as the train stage saves it,
-    the sample's val and test shards tokenized with it, and the export of it all."""
+    the sample's val and test shards tokenized with it, and the export of it all. With `pieces` (a
+    modern model), every weight is perturbed too, so that a gain exported as another's shows."""
     model_dir, tokens_dir = root / "model", root / "tokens"
     vocab = spm.SentencePieceProcessor(model_file=str(model_file)).get_piece_size()
     torch.manual_seed(0)
@@ -69,8 +73,13 @@ def make_export(root, model_file, block_size=64):
             dropout=0.0,
             bias=False,
             vocab_multiple=64,
+            **pieces,
         )
     )
+    if pieces:
+        with torch.no_grad():
+            for weight in model.parameters():
+                weight.add_(0.1 * torch.randn_like(weight))
     model.save_pretrained(model_dir)
     shutil.copyfile(model_file, model_dir / "tokenizer.model")
     for name in ("val", "test"):
@@ -194,3 +203,29 @@ def test_a_vocabulary_the_model_does_not_have_is_refused(lossless, tmp_path):
     with pytest.raises(PipelineError, match="1000 pieces, but the model has 999"):
         export.export(wrong, tmp_path / "hf", model_dir.parent / "tokens/val.bin", [])
     assert not (tmp_path / "hf").exists() and not (tmp_path / "hf.tmp").exists()
+
+
+@pytest.mark.parametrize("qk_norm, expected", [(False, "LlamaForCausalLM"), (True, "Qwen3ForCausalLM")])
+def test_a_modern_model_exports_as_stock_llama_or_qwen3_with_our_logits_and_generation(
+    small_model, tmp_path, qk_norm, expected
+):
+    model_dir, hf_dir, report = make_export(tmp_path, small_model, **MODERN, qk_norm=qk_norm)
+    exported, _ = hf(hf_dir)
+    assert type(exported).__name__ == report.architecture == expected
+    assert report.logits_max_abs_diff <= export.LOGITS_ATOL
+    ours = GPT.from_pretrained(model_dir)
+    ids = np.fromfile(model_dir.parent / "tokens/val.bin", dtype=np.uint16).astype(np.int64)
+    x = torch.from_numpy(np.stack([ids[s : s + 64] for s in (0, 999, 5000)]))
+    with torch.no_grad():
+        assert (exported(x).logits - ours(x)).abs().max() <= 1e-4
+    prompt = torch.from_numpy(ids[100:110]).unsqueeze(0)  # generation runs RoPE at growing offsets, with a cache
+    theirs = exported.generate(prompt, max_new_tokens=20, do_sample=False, attention_mask=torch.ones_like(prompt))
+    mine = ours.generate(prompt, max_new_tokens=20, temperature=0)
+    assert theirs.tolist() == mine.tolist()
+
+
+@pytest.mark.parametrize("piece, value", [("mlp", "relu2"), ("position", "learned"), ("norm", "layernorm")])
+def test_a_modern_mix_without_a_stock_class_is_refused_naming_the_option(small_model, tmp_path, piece, value):
+    with pytest.raises(PipelineError, match=rf"export: model.{piece}: {value} has no stock transformers equivalent"):
+        make_export(tmp_path, small_model, **{**MODERN, piece: value})
+    assert not (tmp_path / "hf").exists()

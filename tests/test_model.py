@@ -1,12 +1,13 @@
 """The GPT: causal, tied, padded, initialised as GPT-2, exportable without Lightning."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from pipeline.lit import lr_factor
-from pipeline.model import GPT, GPTConfig
+from pipeline.model import GPT, GPTConfig, rope_tables, rotate
 from pipeline.params import TrainParams
 
 CONFIG = GPTConfig(vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=32)
@@ -77,3 +78,79 @@ def test_learning_rate_warms_up_decays_to_min_and_stays():
     assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.55)
     assert factors[110] == factors[199] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+VARIANTS = {
+    "gpt2": {},
+    "modern": {"arch": "modern", "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True},
+    "modern-relu2-untied": {
+        "arch": "modern",
+        "position": "rope",
+        "norm": "rmsnorm",
+        "mlp": "relu2",
+        "tie_embeddings": False,
+    },
+    "modern-learned-layernorm": {"arch": "modern", "mlp": "swiglu"},
+}
+
+
+def variant(name: str) -> GPT:
+    torch.manual_seed(0)
+    return GPT(dataclasses.replace(CONFIG, **VARIANTS[name])).eval()
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_variant_is_causal_and_compiles_whole_with_the_same_outputs_and_gradients(name):
+    model = variant(name)
+    idx = torch.randint(0, CONFIG.vocab_size, (2, 20))
+    changed = idx.clone()
+    changed[:, 12:] = torch.randint(0, CONFIG.vocab_size, (2, 8))
+    eager = model(idx)
+    assert torch.equal(eager[:, :12], model(changed)[:, :12])
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")  # one graph: no breaks in any variant
+    assert torch.allclose(compiled(idx), eager, atol=1e-5)
+    compiled(idx).logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_rope_makes_attention_scores_depend_on_relative_positions_only():
+    cos, sin = rope_tables(16, 16, 10000.0, "cpu")
+    q, k = torch.randn(16), torch.randn(16)
+    q_at = lambda t: rotate(q.expand(1, 1, 16, 16), cos, sin)[0, 0, t]  # noqa: E731 - q placed at position t
+    k_at = lambda t: rotate(k.expand(1, 1, 16, 16), cos, sin)[0, 0, t]  # noqa: E731
+    assert torch.allclose(q_at(5) @ k_at(3), q_at(12) @ k_at(10), atol=1e-5)  # two apart, anywhere
+    assert not torch.allclose(q_at(5) @ k_at(3), q_at(5) @ k_at(1), atol=1e-3)
+
+
+def test_untied_head_and_swiglu_width_and_their_flops():
+    tied, untied = variant("modern"), variant("modern-relu2-untied")
+    assert (
+        tied.lm_head.weight is tied.token_embedding.weight
+        and untied.lm_head.weight is not untied.token_embedding.weight
+    )
+    assert tied.blocks[0].mlp.up.out_features == 96  # 8/3 x 32 = 85.3, rounded up to 32
+    assert tied.position_embedding is None
+    embedding = untied.token_embedding.weight.numel()
+    assert untied.n_params() == untied.n_params(non_embedding=False) - embedding  # a lookup does no matmul
+    c = tied.config
+    rope = 9 * 2 * c.n_embd * c.n_layer
+    assert tied.flops_per_token() == 6 * tied.n_params() + 12 * c.n_layer * c.n_embd * c.block_size + rope
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from pipeline.lit import MuonWithAdamW
+
+    model = variant("modern")
+    optimizer = MuonWithAdamW(model, TrainParams(optimizer="muon", lr=0.003, muon_lr=0.02))
+    muon = {id(p) for group in optimizer.muon.param_groups for p in group["params"]}
+    adamw = {id(p) for group in optimizer.adamw.param_groups for p in group["params"]}
+    assert not muon & adamw and muon | adamw == {id(p) for p in model.parameters()}
+    assert muon == {id(p) for p in model.blocks.parameters() if p.dim() == 2}
+    assert id(model.token_embedding.weight) in adamw
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    optimizer.load_state_dict(optimizer.state_dict())  # loading replaces the inner groups: the schedule must follow
+    optimizer.step()
+    schedule.step()
+    assert {g["lr"] for g in optimizer.muon.param_groups} == {0.01} and {
+        g["lr"] for g in optimizer.adamw.param_groups
+    } == {0.0015}

@@ -228,3 +228,23 @@ def test_field_paths_are_checked_and_null_means_no_groups(tmp_path):
     expect_error(tmp_path, lambda raw: raw["data"].update(text_field="meta..text"), "data.text_field")
     expect_error(tmp_path, lambda raw: raw["data"].update(group_field=""), "data.group_field")
     assert load_with(tmp_path, lambda raw: raw["data"].update(group_field=None)).data.group_field is None
+
+
+def test_gpt2_means_gpt2_and_the_modern_pieces_are_checked(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["model"].update(mlp="swiglu"), "model.mlp", "not GPT-2's", "arch: modern")
+    expect_error(tmp_path, lambda raw: raw["model"].update(arch="modern", bias=True), "model.bias", "no biases")
+    expect_error(
+        tmp_path,
+        lambda raw: raw["model"].update(arch="modern", position="rope", n_head=8, n_embd=120),
+        "model.n_head",
+        "even",
+    )
+    modern = load_with(tmp_path, lambda raw: raw["model"].update(arch="modern", position="rope", mlp="relu2"))
+    assert (modern.model.position, modern.model.mlp, modern.model.norm) == ("rope", "relu2", "layernorm")
+
+
+def test_muon_is_refused_with_a_strategy_that_shards_matrices(tmp_path):
+    expect_error(
+        tmp_path, lambda raw: raw["train"].update(optimizer="muon", strategy="fsdp"), "train.optimizer", "shards them"
+    )
+    expect_error(tmp_path, lambda raw: raw["train"].update(muon_momentum=1.0), "train.muon_momentum")

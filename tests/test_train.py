@@ -135,8 +135,28 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_loss_falls_and_the_model_is_exported(tmp_path, small_model, token_arrays):
-    repo = project(tmp_path, small_model, token_arrays, train__max_steps=40, train__decay_steps=40)
+MODERN = {
+    "model__arch": "modern",
+    "model__position": "rope",
+    "model__norm": "rmsnorm",
+    "model__mlp": "swiglu",
+    "model__qk_norm": True,
+    "model__tie_embeddings": False,
+}
+
+
+@pytest.mark.parametrize("variant", ["gpt2+adamw", "modern+muon"])
+def test_loss_falls_and_the_model_is_exported(tmp_path, small_model, token_arrays, variant):
+    arch, optimizer = variant.split("+")
+    repo = project(
+        tmp_path,
+        small_model,
+        token_arrays,
+        train__max_steps=40,
+        train__decay_steps=40,
+        train__optimizer=optimizer,
+        **(MODERN if arch == "modern" else {}),
+    )
     result = train(repo)
     val = val_losses(repo)
     assert val[0] > val[-1] + 1.0, val  # step 0 against the end
@@ -161,8 +181,9 @@ def test_throughput_is_logged_and_mfu_only_where_the_peak_is_known(tmp_path, sma
     assert logged["mfu"] == pytest.approx(logged["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
 
 
-def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, small_model, token_arrays):
-    longer = {"train__max_steps": 48, "train__decay_steps": 48}
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights(tmp_path, small_model, token_arrays, optimizer):
+    longer = {"train__max_steps": 48, "train__decay_steps": 48, "train__optimizer": optimizer}
     whole = project(tmp_path / "whole", small_model, token_arrays, **longer)
     train(whole)
     killed = project(tmp_path / "killed", small_model, token_arrays, **longer)
@@ -219,30 +240,36 @@ def test_changing_the_learning_rate_starts_afresh_and_says_why(tmp_path, small_m
     assert "starting afresh" in result.stdout and "train.lr" in result.stdout and "fresh," in result.stdout
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_batch(
-    tmp_path, small_model, token_arrays
+    tmp_path, small_model, token_arrays, optimizer
 ):
-    one = project(tmp_path / "one", small_model, token_arrays, train__max_steps=8, train__batch_size=8)
+    common = {"train__max_steps": 8, "train__optimizer": optimizer}
+    one = project(tmp_path / "one", small_model, token_arrays, train__batch_size=8, **common)
     two = project(
         tmp_path / "two",
         small_model,
         token_arrays,
-        train__max_steps=8,
         train__batch_size=4,
         train__devices=2,
         train__strategy="ddp",
+        **common,
     )
-    other_seed = project(
-        tmp_path / "seed", small_model, token_arrays, train__max_steps=8, train__batch_size=8, train__seed=7
-    )
+    other_seed = project(tmp_path / "seed", small_model, token_arrays, train__batch_size=8, train__seed=7, **common)
     for repo in (one, two, other_seed):
         train(repo)
     a, b, c = weights(one), weights(two), weights(other_seed)
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # equal up to the order of float sums
-    assert not all(torch.allclose(a[k], c[k], atol=1e-3) for k in a)
+    # equal up to the order of float sums; torch.optim.Muon orthogonalises in bfloat16, which turns those
+    # ~1e-7 differences into ~3e-3 (measured), still far below another seed's ~0.15
+    tolerance = 1e-5 if optimizer == "adamw" else 1e-2
+    assert all(torch.allclose(a[k], b[k], atol=tolerance) for k in a)
+    assert not all(torch.allclose(a[k], c[k], atol=10 * tolerance) for k in a)
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, small_model, token_arrays):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    tmp_path, small_model, token_arrays, optimizer
+):
     """Checked at every step (a checkpoint each step) and checked only where something is written
     (log_every 5, a checkpoint every 2 steps): the same first bad step is named, nothing non-finite is saved."""
     failed = []
@@ -252,6 +279,8 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
             small_model,
             token_arrays,
             train__lr=1e30,
+            train__muon_lr=1e30,
+            train__optimizer=optimizer,
             train__min_lr=0.0,
             train__warmup_steps=0,
             train__checkpoint_every=checkpoint_every,
