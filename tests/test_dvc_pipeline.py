@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import time
 
 import pytest
 import yaml
@@ -213,3 +214,39 @@ def test_a_download_dvc_gave_up_on_resumes_from_its_partial_file_on_the_next_rep
     run(repo, "dvc", "repro", "download@val")
     assert server.requests[-1]["headers"]["Range"] == "bytes=50000-"
     assert (repo / "data/raw/val/val.jsonl.zst").read_bytes() == body and not partial.exists()
+
+
+def test_queued_experiments_each_train_afresh_with_their_own_metrics(built, tmp_path):
+    """`dvc exp run --queue` + `dvc queue start`: how users compare variants. DVC checks out the persisted
+    checkpoints before each experiment, so train.resume: auto must see that they belong to other params."""
+    repo = copy_of(built, tmp_path)
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built")
+    for name, lr in (("lr-low", "0.001"), ("lr-high", "0.004")):
+        run(repo, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}")
+    run(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    for name in ("lr-low", "lr-high"):
+        logs = run(repo, "dvc", "queue", "logs", name).stdout
+        assert "Running stage 'train'" in logs and "resumed from" not in logs, logs[-3000:]
+    table = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    found = {}
+    for experiment in (e for row in table for e in row.get("experiments") or []):
+        for revision in experiment["revs"]:
+            data = revision["data"]
+            if data.get("name") in ("lr-low", "lr-high"):
+                found[data["name"]] = (
+                    data["params"]["params.yaml"]["data"]["train"]["lr"],
+                    data["metrics"]["metrics/eval.json"]["data"]["val"]["bpb"],
+                    data["metrics"]["metrics/train/metrics.json"]["data"]["step"],
+                )
+    assert {name: values[0] for name, values in found.items()} == {"lr-low": 0.001, "lr-high": 0.004}
+    assert found["lr-low"][1] != found["lr-high"][1]  # each its own model and evaluation
+    steps = yaml.safe_load((repo / "params.yaml").read_text())["train"]["max_steps"]
+    assert {values[2] for values in found.values()} == {steps}  # every step trained in the experiment itself
