@@ -234,19 +234,25 @@ def test_queued_experiments_each_train_afresh_with_their_own_metrics(built, tmp_
     assert status.count("Success") == 2, status
     for name in ("lr-low", "lr-high"):
         logs = run(repo, "dvc", "queue", "logs", name).stdout
-        assert "Running stage 'train'" in logs and "resumed from" not in logs, logs[-3000:]
+        assert "Running stage 'train'" in logs and re.search(r"run\s+fresh", logs) and "resumed" not in logs, logs[
+            -3000:
+        ]
     table = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     found = {}
     for experiment in (e for row in table for e in row.get("experiments") or []):
         for revision in experiment["revs"]:
             data = revision["data"]
-            if data.get("name") in ("lr-low", "lr-high"):
-                found[data["name"]] = (
+            if revision.get("name") in ("lr-low", "lr-high"):
+                found[revision["name"]] = (
                     data["params"]["params.yaml"]["data"]["train"]["lr"],
                     data["metrics"]["metrics/eval.json"]["data"]["val"]["bpb"],
                     data["metrics"]["metrics/train/metrics.json"]["data"]["step"],
                 )
     assert {name: values[0] for name, values in found.items()} == {"lr-low": 0.001, "lr-high": 0.004}
     assert found["lr-low"][1] != found["lr-high"][1]  # each its own model and evaluation
-    steps = yaml.safe_load((repo / "params.yaml").read_text())["train"]["max_steps"]
-    assert {values[2] for values in found.values()} == {steps}  # every step trained in the experiment itself
+    whole_run = json.loads((repo / "metrics/train/metrics.json").read_text())["step"]  # the built repo's, from scratch
+    assert {values[2] for values in found.values()} == {whole_run}
+    # in the workspace, the built run's checkpoints are there: an experiment must not resume from them
+    in_workspace = run(repo, "dvc", "exp", "run", "-n", "lr-mid", "-S", "train.lr=0.003")
+    assert "starting afresh and clearing data/model/checkpoints" in in_workspace.stdout + in_workspace.stderr
+    assert "train.lr" in in_workspace.stdout + in_workspace.stderr
