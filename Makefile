@@ -50,5 +50,6 @@ bench: install  # benchmarks, not tests: ratios measured side by side, written t
 	python bench/corpus.py
 	python bench/readers.py
 	python bench/training.py
+	python bench/model.py
 	python bench/dvc_noop.py
 	python bench/peers.py

@@ -14,7 +14,7 @@ Writes bench/results/training.json and prints a table for bench/README.md.
 
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytorch_lightning as pl
 import sentencepiece as spm
@@ -92,7 +92,7 @@ def lightning_loop(config: GPTConfig, t: params.TrainParams, batches: list) -> l
 
 def main() -> None:
     p = params.load()
-    t = p.train
+    t = replace(p.train, optimizer="adamw")  # the plain loop below is AdamW: like against like
     torch.set_num_threads(t.num_threads)
     vocab = spm.SentencePieceProcessor(model_file=str(REPO / "data/tokenizer/spm.model")).get_piece_size()
     config = GPTConfig(vocab_size=vocab, **asdict(p.model))

@@ -173,7 +173,8 @@ def test_a_preset_plans_every_stage_without_the_network(tmp_path, preset):
 def test_the_export_stage_leaves_a_transformers_model_and_the_harness_agrees_with_evaluate(built, tmp_path):
     repo = copy_of(built, tmp_path)
     report = json.loads((repo / "stats/export.json").read_text())
-    assert report["architecture"] == "GPT2LMHeadModel" and report["logits_max_abs_diff"] <= 1e-4
+    assert report["architecture"] == "Qwen3ForCausalLM"  # params.yaml: the modern model, with QK-norm
+    assert report["logits_max_abs_diff"] <= 1e-4
     assert report["tokenizer"].startswith("tokenizer.json (fast") and report["texts_checked"] > 255
     assert {
         "config.json",

@@ -135,6 +135,14 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+GPT2 = {
+    "model__arch": "gpt2",
+    "model__position": "learned",
+    "model__norm": "layernorm",
+    "model__mlp": "gelu",
+    "model__qk_norm": False,
+    "model__tie_embeddings": True,
+}
 MODERN = {
     "model__arch": "modern",
     "model__position": "rope",
@@ -155,7 +163,7 @@ def test_loss_falls_and_the_model_is_exported(tmp_path, small_model, token_array
         train__max_steps=40,
         train__decay_steps=40,
         train__optimizer=optimizer,
-        **(MODERN if arch == "modern" else {}),
+        **(MODERN if arch == "modern" else GPT2),
     )
     result = train(repo)
     val = val_losses(repo)
@@ -177,7 +185,8 @@ def test_throughput_is_logged_and_mfu_only_where_the_peak_is_known(tmp_path, sma
     )
     train(peak)
     logged = json.loads((peak / "metrics/train/metrics.json").read_text())["train"]
-    flops_per_token = GPT(GPTConfig(vocab_size=1000, **TINY["model"])).flops_per_token()
+    shape = yaml.safe_load((peak / "params.yaml").read_text())["model"]  # the variant params.yaml trains
+    flops_per_token = GPT(GPTConfig(vocab_size=1000, **shape)).flops_per_token()
     assert logged["mfu"] == pytest.approx(logged["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
 
 
