@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import files, progress
-from pipeline.documents import describe, open_reader, parse
+from pipeline.documents import describe, records
 from pipeline.errors import PipelineError
 from pipeline.params import CORPUS_DIR, STATS_DIR, Params
-from pipeline.records import PILE_FIELDS, BadRecord, Fields, Record, bad_record_message
+from pipeline.records import PILE_FIELDS, Fields, Record
 
 WHITESPACE = b" \t"
 
@@ -99,17 +99,11 @@ def _records(
     """Every record of the files; bad ones stop the stage or are skipped (counted when `stats` is given)."""
     done = 0
     for path in paths:
-        reader = open_reader(path, fields)
-        for number, item in reader.items():
-            pbar.update(done + reader.position - pbar.n)
-            try:
-                yield parse(item, number, fields)
-            except BadRecord as exc:
-                if on_bad_record == "error":
-                    raise PipelineError(bad_record_message(path, reader.unit, number, str(exc))) from None
-                if stats is not None:
-                    stats.bad_records[exc.kind] += 1
-        done += reader.size
+        bad = stats.bad_records if stats is not None else None
+        yield from records(
+            path, fields, on_bad_record, bad, lambda position, before=done: pbar.update(before + position - pbar.n)
+        )
+        done += path.stat().st_size
 
 
 def _total_size(paths: list[Path]) -> int | None:

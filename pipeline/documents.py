@@ -42,11 +42,15 @@ def parse(item: object, number: int, fields: Fields) -> Record:
     return parse_line(item, number, fields) if isinstance(item, bytes) else parse_row(item, number, fields)
 
 
-def records(path: Path, fields: Fields, on_bad_record: str, bad: dict | None = None) -> Iterator[Record]:
+def records(
+    path: Path, fields: Fields, on_bad_record: str, bad: dict | None = None, on_position=None
+) -> Iterator[Record]:
     """Every document of a file; a bad one stops with its file and line or row (`error`), or is skipped
-    (`skip`) and counted by kind into `bad` when given."""
+    (`skip`) and counted by kind into `bad` when given. `on_position(bytes read)` follows the reading."""
     reader = open_reader(path, fields)
     for number, item in reader.items():
+        if on_position is not None:
+            on_position(reader.position)
         try:
             yield parse(item, number, fields)
         except BadRecord as exc:

@@ -89,6 +89,17 @@ class ExportReport:
     document and the hostile strings; all matched, or nothing was exported."""
 
 
+def special_ids(eos_id: int, pad_id: int, unk_id: int) -> dict:
+    """The tokenizer's special ids as every exported config states them, and the weights' dtype."""
+    return {
+        "bos_token_id": eos_id,  # a document starts after a separator, as in our training stream
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "unk_token_id": unk_id,
+        "torch_dtype": "float32",
+    }
+
+
 def architecture(config: GPTConfig) -> str:
     """The stock transformers class our model is exactly: GPT-2 for arch gpt2; RoPE + RMSNorm + SwiGLU is
     Llama, and with QK-norm Qwen3 (which normalises each head's queries and keys before RoPE, as we do).
@@ -128,11 +139,7 @@ def llama_config(model: GPT, eos_id: int, pad_id: int, unk_id: int) -> dict:
         "attention_dropout": c.dropout,
         "use_sliding_window": False,
         "tie_word_embeddings": c.tie_embeddings,
-        "bos_token_id": eos_id,
-        "eos_token_id": eos_id,
-        "pad_token_id": pad_id,
-        "unk_token_id": unk_id,
-        "torch_dtype": "float32",
+        **special_ids(eos_id, pad_id, unk_id),
     }
 
 
@@ -185,11 +192,7 @@ def gpt2_config(model: GPT, eos_id: int, pad_id: int, unk_id: int) -> dict:
         "attn_pdrop": c.dropout,
         "scale_attn_weights": True,
         "tie_word_embeddings": True,
-        "bos_token_id": eos_id,  # a document starts after a separator, as in our training stream
-        "eos_token_id": eos_id,
-        "pad_token_id": pad_id,
-        "unk_token_id": unk_id,
-        "torch_dtype": "float32",
+        **special_ids(eos_id, pad_id, unk_id),
     }
 
 

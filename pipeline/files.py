@@ -22,6 +22,17 @@ NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 HASH_CHUNK = 1 << 20
 
 
+def input_size(path: Path) -> int:
+    """The size of an input that must exist and hold something; PipelineError naming it otherwise."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such file") from None
+    if size == 0:
+        raise PipelineError(f"{path}: empty file (0 bytes)")
+    return size
+
+
 def temporary(output: Path) -> Path:
     return output.with_name(output.name + TMP_SUFFIX)
 

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import zstandard
 from zlib_ng import zlib_ng
 
+from pipeline import files
 from pipeline.errors import PipelineError
 from pipeline.records import BadRecord, Fields, Record, text_record
 
@@ -36,12 +37,7 @@ class JsonLinesReader:
         self.codec = next(codec for suffix, codec in CODECS.items() if self.path.name.endswith(suffix))
         self.position = 0
         """Bytes of the file read so far."""
-        try:
-            self.size = self.path.stat().st_size
-        except FileNotFoundError:
-            raise PipelineError(f"{self.path}: no such file") from None
-        if self.size == 0:
-            raise PipelineError(f"{self.path}: empty file (0 bytes)")
+        self.size = files.input_size(self.path)
 
     def _decompressed(self, f: BinaryIO) -> Iterator[bytes]:
         if self.codec == "plain":

@@ -9,6 +9,7 @@ pyarrow is imported here only, so JSON-lines readers and workers never load it.
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline import files
 from pipeline.errors import PipelineError
 from pipeline.records import Fields, Record, text_record
 
@@ -25,12 +26,7 @@ class ParquetReader:
         import pyarrow.parquet as pq
 
         self.path, self.fields, self.position = Path(path), fields, 0
-        try:
-            self.size = self.path.stat().st_size
-        except FileNotFoundError:
-            raise PipelineError(f"{self.path}: no such file") from None
-        if self.size == 0:
-            raise PipelineError(f"{self.path}: empty file (0 bytes)")
+        self.size = files.input_size(self.path)
         try:
             self.file = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as exc:
