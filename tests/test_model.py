@@ -1,7 +1,10 @@
 """The GPT: causal, tied, padded, initialised as GPT-2, exportable without Lightning."""
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from pipeline.lit import lr_factor
 from pipeline.model import GPT, GPTConfig, rope_tables, rotate
 from pipeline.params import TrainParams
+from tests.helpers import REPO
 
 CONFIG = GPTConfig(vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=32)
 
@@ -154,3 +158,41 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     assert {g["lr"] for g in optimizer.muon.param_groups} == {0.01} and {
         g["lr"] for g in optimizer.adamw.param_groups
     } == {0.0015}
+
+
+FSDP_CHECK = """
+import json, os, socket, sys, dataclasses, torch, torch.distributed as dist
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+from pipeline.model import GPT, Block
+from tests.test_model import CONFIG, VARIANTS
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
+dist.init_process_group("gloo", rank=0, world_size=1)
+equal = {}
+for name, pieces in VARIANTS.items():
+    torch.manual_seed(0)
+    eager = GPT(dataclasses.replace(CONFIG, **pieces))
+    torch.manual_seed(0)
+    wrapped = FullyShardedDataParallel(  # as Lightning's fsdp strategy wraps: one unit per block
+        GPT(dataclasses.replace(CONFIG, **pieces)), auto_wrap_policy=ModuleWrapPolicy({Block}),
+        device_id=torch.device("cpu"), use_orig_params=True,
+    )
+    idx = torch.randint(0, CONFIG.vocab_size, (2, 16))
+    out = wrapped(idx)
+    out.logsumexp(-1).mean().backward()
+    equal[name] = bool(torch.allclose(out, eager(idx), atol=1e-6)) and all(
+        p.grad is not None for p in wrapped.parameters()
+    )
+dist.destroy_process_group()
+print(json.dumps(equal))
+"""
+
+
+def test_every_variant_wraps_in_fsdp_with_the_same_outputs():
+    """FSDP's CPU path with gloo, one process: the wrapping, not the sharding across devices."""
+    result = subprocess.run(
+        [sys.executable, "-c", FSDP_CHECK], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
+    )
+    assert json.loads(result.stdout.splitlines()[-1]) == dict.fromkeys(VARIANTS, True)
