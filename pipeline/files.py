@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,23 @@ from pipeline.errors import PipelineError
 TMP_SUFFIX = ".tmp"
 NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 HASH_CHUNK = 1 << 20
+
+
+def _move_across_filesystems(tmp: Path, output: Path) -> None:
+    """A temporary on another filesystem than its output (a download's partial file, kept outside
+    the output directory): copied beside the output first, so the output is still replaced whole."""
+    near = temporary(output)
+    try:
+        shutil.copyfile(tmp, near)
+        with open(near, "rb") as f:
+            os.fsync(f.fileno())
+    except OSError as exc:
+        near.unlink(missing_ok=True)
+        if exc.errno in NO_ROOM:
+            raise no_room(output, exc) from None
+        raise
+    os.replace(near, output)
+    tmp.unlink()
 
 
 def input_size(path: Path) -> int:
@@ -43,7 +61,12 @@ def publish(pairs: list[tuple[Path, Path]]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
     for tmp, output in pairs:
-        os.replace(tmp, output)
+        try:
+            os.replace(tmp, output)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _move_across_filesystems(tmp, output)
     for directory in {output.parent for _, output in pairs}:
         descriptor = os.open(directory, os.O_RDONLY)
         try:

@@ -231,7 +231,13 @@ def test_field_paths_are_checked_and_null_means_no_groups(tmp_path):
 
 
 def test_gpt2_means_gpt2_and_the_modern_pieces_are_checked(tmp_path):
-    expect_error(tmp_path, lambda raw: raw["model"].update(mlp="swiglu"), "model.mlp", "not GPT-2's", "arch: modern")
+    gpt2 = {"arch": "gpt2", "position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False}
+    expect_error(
+        tmp_path, lambda raw: raw["model"].update(gpt2, tie_embeddings=False), "model.tie_embeddings", "not GPT-2's"
+    )
+    expect_error(
+        tmp_path, lambda raw: raw["model"].update(gpt2, mlp="swiglu"), "model.mlp", "not GPT-2's", "arch: modern"
+    )
     expect_error(tmp_path, lambda raw: raw["model"].update(arch="modern", bias=True), "model.bias", "no biases")
     expect_error(
         tmp_path,
@@ -239,7 +245,8 @@ def test_gpt2_means_gpt2_and_the_modern_pieces_are_checked(tmp_path):
         "model.n_head",
         "even",
     )
-    modern = load_with(tmp_path, lambda raw: raw["model"].update(arch="modern", position="rope", mlp="relu2"))
+    pieces = {"arch": "modern", "position": "rope", "norm": "layernorm", "mlp": "relu2", "bias": False}
+    modern = load_with(tmp_path, lambda raw: raw["model"].update(pieces))
     assert (modern.model.position, modern.model.mlp, modern.model.norm) == ("rope", "relu2", "layernorm")
 
 

@@ -290,6 +290,9 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
             train__lr=1e30,
             train__muon_lr=1e30,
             train__optimizer=optimizer,
+            # GPT-2: with RMSNorm and QK-norm a diverging run can keep a finite loss while its weights
+            # leave float range, which this loss-based stop does not see (known; see the issue note)
+            **GPT2,
             train__min_lr=0.0,
             train__warmup_steps=0,
             train__checkpoint_every=checkpoint_every,
