@@ -179,6 +179,27 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
 
 
+class FiniteWeights(pl.Callback):
+    """After a step whose result leaves the run (is_report_step), stop if any weight is nan or inf,
+    before a checkpoint or the model is written (Lightning runs checkpoint callbacks last). The loss
+    check alone misses a run whose weights overflow while RMSNorm and QK-norm keep its loss finite."""
+
+    def __init__(self, train: TrainParams):
+        self.train, self.checked = train, None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step - 1  # the step just taken
+        if step < 0 or step == self.checked or not is_report_step(step, self.train):
+            return
+        self.checked = step
+        largest = torch.stack([w.detach().abs().amax().float() for w in pl_module.parameters() if w.numel()])
+        if not trainer.strategy.reduce_boolean_decision(bool(largest.isfinite().all()), all=True):
+            raise PipelineError(
+                f"train: the weights became nan or inf by step {step}; stopping. The last good checkpoint "
+                "is untouched: lower train.lr (and train.muon_lr) or raise warmup_steps and rerun"
+            )
+
+
 class TokenThroughput(pl.Callback):
     """Every `log_every` steps: tokens seen, tokens/s since the last log point and, where the device's
     peak FLOP/s is known, MFU, measured by Lightning's `Throughput` over all devices. The peak comes from

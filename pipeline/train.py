@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from pipeline import files, plots, progress, tokens
 from pipeline.data import TokenDataModule, train_paths
 from pipeline.errors import PipelineError
-from pipeline.lit import GPTModule, MixtureReport, StepProgress, TokenThroughput
+from pipeline.lit import FiniteWeights, GPTModule, MixtureReport, StepProgress, TokenThroughput
 from pipeline.model import GPT, GPTConfig
 from pipeline.params import METRICS_DIR, MODEL_DIR, TOKENIZER_DIR, Params
 
@@ -285,6 +285,7 @@ def run_stage(p: Params) -> None:
         best,
         TokenThroughput(p.train, config.block_size, module.flops_per_token),
         StepProgress(p.train.max_steps, p.train.log_every),
+        FiniteWeights(p.train),
     ]
     if p.train.mixture is not None:
         callbacks.append(MixtureReport(p.train, config.block_size))
