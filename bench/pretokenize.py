@@ -1,117 +1,189 @@
-"""Pretokenization benchmarks, each a ratio measured side by side in one run on the same input.
+"""Pretokenization benchmarks: ratios measured side by side in one run, on the same documents.
 
-1. encoders: plain SentencePieceProcessor.encode vs the word-cache encoder, in memory, one core,
-   on every train document of the sample (cold cache, then the same documents again warm);
-2. the pretokenize stage (read, parse, encode, write) vs the bare encoder loop, with 1 worker;
-3. scaling: the stage with 1 worker vs with every core, on a shard and on the same shard repeated 4 times;
-4. memory: peak RSS of the stage on a shard vs on the same shard repeated 4 times.
+The input is a shard of at least 200 MB of text built from the sample's train documents: the
+documents repeated, in order, with about one word in twenty made novel by appending a Zipf-
+distributed number (`build_shard`), so the word cache keeps meeting words it has never seen, as it
+does on a Pile shard (a real shard's hit rate is higher than the sample's: 98% here, ~90% on one
+copy of the sample).
 
-    python bench/pretokenize.py     # needs data/tokenizer/spm.model (dvc repro tokenizer)
+1. encoders, one core, in memory, one pass (each cache starts cold and warms as it goes, as in the
+   stage): plain `SentencePieceProcessor.encode`, the word cache over SentencePiece's BPE, the
+   compiled BPE; the ids of all three compared;
+2. the pretokenize stage (read, decompress, parse, encode, write), with 1 worker and with every core;
+3. memory: the stage's peak RSS (its whole process tree) on the shard and on its first quarter.
+
+    python bench/pretokenize.py [--mb 200]   # needs data/tokenizer/spm.model (dvc repro tokenizer)
 
 Writes bench/results/pretokenize.json and prints a table for bench/README.md.
 """
 
+import argparse
+import hashlib
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
+import zstandard
 from common import REPO, child_peak, save, timed, usable_cores
 
-from pipeline.jsonl import JsonLinesReader, parse_line
+from pipeline.documents import records
 from pipeline.records import PILE_FIELDS
 from pipeline.word_cache import WordCacheEncoder
 
 MODEL = REPO / "data/tokenizer/spm.model"
 SHARDS = [REPO / "data/sample/train/00.jsonl.zst", REPO / "data/sample/train/01.jsonl.zst"]
-BATCH = 64
+NOVEL = 0.05  # the share of words given a number
+ZIPF = 1.3  # the numbers' Zipf exponent: small ones repeat, large ones are new
+SEED = 0
+BATCH_BYTES = 1 << 20  # what the stage hands a worker at a time (pretokenize.batch_bytes)
 
 
-def documents(path: Path) -> list[str]:
-    return [parse_line(line, n, PILE_FIELDS).text for n, line in JsonLinesReader(path).items()]
+def build_shard(path: Path, mb: float) -> tuple[int, int]:
+    """Write the benchmark shard; return (documents, bytes of text)."""
+    sample = [(r.text, r.group) for shard in SHARDS for r in records(shard, PILE_FIELDS, "error")]
+    rng = np.random.default_rng(SEED)
+    n_docs = n_bytes = 0
+    with open(path, "wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw) as out:
+        while n_bytes < mb * 1e6:
+            for text, group in sample:
+                words = text.split(" ")
+                novel = np.flatnonzero(rng.random(len(words)) < NOVEL)
+                for i, number in zip(novel, rng.zipf(ZIPF, len(novel))):
+                    words[i] += str(number)
+                text = " ".join(words)
+                out.write(json.dumps({"text": text, "meta": {"pile_set_name": group}}).encode() + b"\n")
+                n_docs, n_bytes = n_docs + 1, n_bytes + len(text.encode())
+                if n_bytes >= mb * 1e6:
+                    break
+    return n_docs, n_bytes
+
+
+def batches(texts: list[str]) -> list[list[str]]:
+    out, batch, size = [], [], 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= BATCH_BYTES:
+            out.append(batch)
+            batch, size = [], 0
+    return out + [batch] if batch else out
 
 
 def encoders(texts: list[str]) -> dict:
+    """One core, in memory: each encoder over every document once, its ids hashed for comparison."""
     plain = spm.SentencePieceProcessor(model_file=str(MODEL))
-    cached = WordCacheEncoder(MODEL)
-    batches = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
+    eos = plain.eos_id()
+    groups = batches(texts)
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    t_plain = timed(
-        lambda: [np.asarray(ids, dtype="<u2").tobytes() for b in batches for ids in plain.encode(b, num_threads=1)]
-    )
-    t_cold = timed(lambda: [cached.encode(b) for b in batches])
-    cold_note = cached.describe()
-    t_warm = timed(lambda: [cached.encode(b) for b in batches])
+    digests = {}
+
+    def run_plain():
+        digest = hashlib.sha256()
+        for batch in groups:
+            for ids in plain.encode(batch, num_threads=1):
+                digest.update(np.asarray(ids + [eos], dtype="<u2").tobytes())
+        digests["plain"] = digest.hexdigest()
+
+    def run(name, encoder):
+        def go():
+            digest = hashlib.sha256()
+            for batch in groups:
+                digest.update(encoder.encode_documents(batch, eos)[0].tobytes())
+            digests[name] = digest.hexdigest()
+
+        return go
+
+    WordCacheEncoder(MODEL).encode_documents(texts[:10])  # compiles the kernels (once per install), untimed
+    word_cache, compiled = WordCacheEncoder(MODEL, compiled=False), WordCacheEncoder(MODEL)
+    seconds = {
+        "plain": timed(run_plain),
+        "word_cache": timed(run("word_cache", word_cache)),
+        "compiled": timed(run("compiled", compiled)),
+    }
     return {
         "text_mb": mb,
-        "plain_mb_s": mb / t_plain,
-        "word_cache_cold_mb_s": mb / t_cold,
-        "word_cache_warm_mb_s": mb / t_warm,
-        "speedup_cold": t_plain / t_cold,
-        "speedup_warm": t_plain / t_warm,
-        "cold_cache": cold_note,
+        **{f"{name}_mb_s": mb / s for name, s in seconds.items()},
+        "word_cache_vs_plain": seconds["plain"] / seconds["word_cache"],
+        "compiled_vs_plain": seconds["plain"] / seconds["compiled"],
+        "compiled_vs_word_cache": seconds["word_cache"] / seconds["compiled"],
+        "same_ids": len(set(digests.values())) == 1,
+        "word_cache_path": word_cache.describe(),
+        "compiled_path": compiled.describe(),
     }
 
 
 def stage(shard: Path, workers: int) -> dict:
-    """The real stage in a child process: MB/s, and the peak RSS of its whole process tree."""
+    """The real stage in a child process: MB/s, CPU seconds, and the peak RSS of its whole process tree."""
     code = (
         "import resource, sys, time; from pathlib import Path; from pipeline import pretokenize; "
         "from pipeline.params import PretokenizeParams; t = time.perf_counter(); "
-        f"m = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers={workers})); "
+        f"m = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), "
+        f"PretokenizeParams(workers={workers}, batch_bytes={BATCH_BYTES})); "
         "cpu = [sum(resource.getrusage(who)[:2]) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]; "
-        "print(m['n_bytes'], time.perf_counter() - t, *cpu)"
+        "print(m['encoder']); print(m['n_bytes'], time.perf_counter() - t, *cpu)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         out, _, peak = child_peak([sys.executable, "-c", code, str(shard), str(MODEL), f"{tmp}/out.bin"])
-    n_bytes, seconds, main_cpu, workers_cpu = out.split()[-4:]
+        digest = hashlib.sha256(Path(f"{tmp}/out.bin").read_bytes()).hexdigest()
+    path, numbers = out.strip().splitlines()[-2:]
+    n_bytes, seconds, main_cpu, workers_cpu = numbers.split()
     return {
         "mb_s": int(n_bytes) / 1e6 / float(seconds),
         "seconds": float(seconds),
         "peak_rss_mb": peak / 1e6,
         "cpu_s_main": float(main_cpu),
         "cpu_s_workers": float(workers_cpu),
+        "encoder": path,
+        "sha256": digest,
     }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=float, default=200, help="text in the benchmark shard (default 200 MB)")
+    args = parser.parse_args()
     if not MODEL.exists():
         sys.exit(f"error: {MODEL}: missing; run `dvc repro tokenizer` first")
-    texts = [t for shard in SHARDS for t in documents(shard)]
-    results = {"encoders": encoders(texts)}
-    bare = encoders(documents(SHARDS[0]))  # the same shard the stage reads, with a cache as cold as the stage's
-    one, every = stage(SHARDS[0], 1), stage(SHARDS[0], usable_cores())
+    cores = usable_cores()
     with tempfile.TemporaryDirectory() as tmp:
-        four = Path(tmp) / "four.jsonl.zst"
-        four.write_bytes(SHARDS[0].read_bytes() * 4)  # four concatenated zstd frames: a valid 4x shard
-        big_one, big = stage(four, 1), stage(four, usable_cores())
+        shard, quarter = Path(tmp) / "big.jsonl.zst", Path(tmp) / "quarter.jsonl.zst"
+        n_docs, n_bytes = build_shard(shard, args.mb)
+        build_shard(quarter, args.mb / 4)  # the same seed: the big shard's first quarter
+        texts = [r.text for r in records(shard, PILE_FIELDS, "error")]
+        results = {"shard": {"documents": n_docs, "text_mb": n_bytes / 1e6, "novel": NOVEL, "zipf": ZIPF}}
+        results["encoders"] = encoders(texts)
+        del texts
+        one, every = stage(shard, 1), stage(shard, cores)
+        small = stage(quarter, cores)
+    e = results["encoders"]
     results["stage"] = {
         "workers_1": one,
-        f"workers_{usable_cores()}": every,
-        "bare_word_cache_cold_mb_s": bare["word_cache_cold_mb_s"],
-        "overhead_vs_bare_word_cache": 1 - one["mb_s"] / bare["word_cache_cold_mb_s"],
+        f"workers_{cores}": every,
+        "workers_1_vs_plain": one["mb_s"] / e["plain_mb_s"],
         "scaling": every["mb_s"] / one["mb_s"],
-        "x4_workers_1": big_one,
-        f"x4_workers_{usable_cores()}": big,
-        "scaling_x4": big["mb_s"] / big_one["mb_s"],
+        "same_array_1_and_all_workers": one["sha256"] == every["sha256"],
     }
     results["memory"] = {
-        "peak_rss_mb_1x": every["peak_rss_mb"],
-        "peak_rss_mb_4x": big["peak_rss_mb"],
-        "ratio": big["peak_rss_mb"] / every["peak_rss_mb"],
+        "peak_rss_mb_quarter": small["peak_rss_mb"],
+        "peak_rss_mb_full": every["peak_rss_mb"],
+        "ratio": every["peak_rss_mb"] / small["peak_rss_mb"],
     }
     save("pretokenize", results)
-    big = results["stage"][f"x4_workers_{usable_cores()}"]
-    e, s, m = results["encoders"], results["stage"], results["memory"]
-    print(f"""| measure | result |
+    s, m = results["stage"], results["memory"]
+    print(f"""shard: {n_docs:,} documents, {n_bytes / 1e6:.0f} MB of text; ids identical across encoders: {e["same_ids"]}, \
+arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}
+
+| measure | result |
 |---|---|
 | plain `encode`, 1 core | {e["plain_mb_s"]:.2f} MB/s |
-| word cache, 1 core, cold (first pass over {e["text_mb"]:.1f} MB) | {e["word_cache_cold_mb_s"]:.2f} MB/s (**{e["speedup_cold"]:.2f}x**) |
-| word cache, 1 core, warm (same documents again) | {e["word_cache_warm_mb_s"]:.2f} MB/s (**{e["speedup_warm"]:.2f}x**) |
-| pretokenize stage, 1 worker, train/00 | {s["workers_1"]["mb_s"]:.2f} MB/s vs {s["bare_word_cache_cold_mb_s"]:.2f} MB/s for the bare encoder loop on the same documents ({s["overhead_vs_bare_word_cache"]:.1%} overhead) |
-| pretokenize stage, {usable_cores()} workers vs 1 | {s["scaling"]:.2f}x on train/00 ({s["workers_1"]["seconds"]:.1f} s with 1 worker), {s["scaling_x4"]:.2f}x on train/00 x4 ({s["x4_workers_1"]["seconds"]:.1f} s); CPU seconds x4: {s["x4_workers_1"]["cpu_s_main"]:.1f} with 1 worker, {big["cpu_s_main"]:.1f} + {big["cpu_s_workers"]:.1f} with {usable_cores()} |
-| peak RSS, shard vs shard x4 | {m["peak_rss_mb_1x"]:.0f} MB vs {m["peak_rss_mb_4x"]:.0f} MB ({m["ratio"]:.2f}x) |""")
+| word cache over SentencePiece's BPE, 1 core | {e["word_cache_mb_s"]:.2f} MB/s (**{e["word_cache_vs_plain"]:.2f}x** plain; {e["word_cache_path"]}) |
+| compiled BPE, 1 core | {e["compiled_mb_s"]:.2f} MB/s (**{e["compiled_vs_plain"]:.2f}x** plain, {e["compiled_vs_word_cache"]:.2f}x the word cache; {e["compiled_path"]}) |
+| pretokenize stage, 1 worker | {one["mb_s"]:.2f} MB/s (**{s["workers_1_vs_plain"]:.2f}x** plain `encode`; {one["seconds"]:.1f} s, {one["cpu_s_main"]:.1f} CPU s) |
+| pretokenize stage, {cores} workers | {every["mb_s"]:.2f} MB/s (**{s["scaling"]:.2f}x** 1 worker; CPU s: {every["cpu_s_main"]:.1f} main + {every["cpu_s_workers"]:.1f} workers) |
+| peak RSS, {cores} workers, quarter vs whole shard | {m["peak_rss_mb_quarter"]:.0f} MB vs {m["peak_rss_mb_full"]:.0f} MB (**{m["ratio"]:.2f}x**) |""")  # noqa: E501
 
 
 if __name__ == "__main__":

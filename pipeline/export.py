@@ -34,7 +34,7 @@ import sentencepiece as spm
 import torch
 from sentencepiece import sentencepiece_model_pb2
 
-from pipeline import files, progress, tokens
+from pipeline import files, progress, spm_pieces, tokens
 from pipeline.errors import PipelineError
 from pipeline.model import GPT, RMS_EPS, GPTConfig, swiglu_width
 from pipeline.params import MODEL_DIR, STATS_DIR, Params
@@ -254,7 +254,7 @@ def fast_tokenizer(model_file: Path):
     spec = proto.normalizer_spec
     prefix = [normalizers.Prepend(SPACE)] if spec.add_dummy_prefix else []
     tokenizer.normalizer = normalizers.Sequence(prefix + [normalizers.Replace(" ", SPACE)])
-    # words begin at ▁; BPE never merges across one (the same property pipeline/word_cache.py checks)
+    # words begin at ▁; BPE never merges across one (the property pipeline/spm_pieces.py checks)
     tokenizer.pre_tokenizer = pre_tokenizers.Split(SPACE, behavior="merged_with_next")
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     tokenizer.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if spec.add_dummy_prefix else []))
@@ -263,16 +263,13 @@ def fast_tokenizer(model_file: Path):
 
 def fast_is_possible(model_file: Path) -> str | None:
     """Why a fast tokenizer cannot be exact for this model, or None when it can be tried."""
-    from pipeline.word_cache import word_boundary_problem
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(Path(model_file).read_bytes())
+    proto = spm_pieces.read(model_file)
     spec = proto.normalizer_spec
     if spec.name != "identity" or spec.normalization_rule_tsv or spec.precompiled_charsmap:
         return f"normalization_rule_name {spec.name!r} is reproduced only approximately by `tokenizers`"
     if spec.remove_extra_whitespaces or not spec.escape_whitespaces:
         return "whitespace handling (remove_extra_whitespaces / escape_whitespaces) differs in `tokenizers`"
-    return word_boundary_problem(proto)
+    return spm_pieces.word_boundary_problem(proto)
 
 
 def tokenizer_config(processor: spm.SentencePieceProcessor, block_size: int, tokenizer_class: str) -> dict:

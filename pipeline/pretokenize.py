@@ -2,28 +2,29 @@
 
 The main process reads the shard's files (pipeline.documents: any format) and cuts them into
 batches of raw lines or rows; `workers` processes parse and encode them (with pipeline.word_cache:
-SentencePiece's exact ids, BPE once per word); results come back in order through a window of at
-most 2 x workers batches, so memory depends on the batch size and the longest document, never on
-the shard's size. A worker that dies (the OOM killer, a signal) stops the stage within a second with
-its signal named (pipeline.workers). Every document is followed by the separator (the tokenizer's
-eos piece).
+SentencePiece's exact ids, BPE once per word, compiled where the model allows); results come back
+in order through a window of at most 2 x workers batches, so memory depends on the batch size and
+the longest document, never on the shard's size. A worker that dies (the OOM killer, a signal)
+stops the stage within a second with its signal named (pipeline.workers). Every document is
+followed by the separator (the tokenizer's eos piece).
 """
 
-import itertools
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
 
-from pipeline import files, progress, tokens
+from pipeline import files, progress, spm_pieces, tokens
 from pipeline.documents import Reader, describe, open_reader, parse
 from pipeline.errors import PipelineError
 from pipeline.machine import usable_cores
 from pipeline.params import TOKENIZER_DIR, Params, PretokenizeParams
 from pipeline.records import PILE_FIELDS, BadRecord, Fields, bad_record_message
-from pipeline.word_cache import SPACE, WordCacheEncoder
+from pipeline.spm_pieces import SPACE
+from pipeline.word_cache import WordCacheEncoder
 from pipeline.workers import OrderedPool
 
 WORKER_DIED_HINT = (
@@ -58,7 +59,7 @@ def _load_encoder(model: str, dtype: str, fields: Fields) -> None:
     _encoder, _fields = WordCacheEncoder(Path(model), dtype), fields
 
 
-def encode_batch(file_index: int, first: int, items: list, dtype: str) -> Batch:
+def encode_batch(file_index: int, first: int, items: list) -> Batch:
     """Parse and encode a batch of raw items (numbered from `first` in file `file_index`); bad items are
     reported, never encoded."""
     texts, doc_bytes, groups, bad = [], [], [], []
@@ -72,11 +73,7 @@ def encode_batch(file_index: int, first: int, items: list, dtype: str) -> Batch:
         doc_bytes.append(record.n_bytes)
         groups.append(record.group)
     words, misses = _encoder.words, _encoder.misses
-    encoded = _encoder.encode(texts) if texts else []
-    width = tokens.DTYPES[dtype].itemsize
-    eos = np.array([_encoder.processor.eos_id()], dtype=tokens.DTYPES[dtype]).tobytes()
-    flat = np.frombuffer(b"".join(itertools.chain.from_iterable((doc, eos) for doc in encoded)), tokens.DTYPES[dtype])
-    doc_tokens = np.array([len(doc) // width + 1 for doc in encoded], dtype=np.uint64)
+    flat, doc_tokens = _encoder.encode_documents(texts, _encoder.processor.eos_id())
     return Batch(
         flat,
         doc_tokens,
@@ -142,8 +139,9 @@ def run(
     """Tokenize the files `raw`, in order, into `output` (.bin), its .idx and its .json; return the
     metadata, with timings for the summary. `on_bad_record`: stop at the first malformed record
     (`error`) or count and skip them (`skip`)."""
-    probe = WordCacheEncoder(model, params.dtype)  # makes the same choice of path as the workers
-    vocab_size, eos_id = probe.processor.get_piece_size(), probe.processor.eos_id()
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    vocab_size, eos_id = processor.get_piece_size(), processor.eos_id()
+    encoder_path = spm_pieces.path(spm_pieces.read(model))  # the workers' choice, made without loading it
     tokens.check_dtype_fits(vocab_size, params.dtype, model)
     if eos_id < 0:
         raise PipelineError(
@@ -197,7 +195,7 @@ def run(
             read_before = 0  # bytes of the files before the one being read
             for file_index, reader in enumerate(readers):
                 for first, items in _batches(reader, params.batch_bytes):
-                    executor.submit(file_index, first, items, params.dtype)
+                    executor.submit(file_index, first, items)
                     pbar.update(read_before + reader.position - pbar.n)
                     if executor.pending() >= 2 * workers:
                         write_oldest()
@@ -226,8 +224,8 @@ def run(
         "docs_with_space_marker": marked,
     }
     files.write_json_atomic(tokens.metadata_path(output), metadata)
-    probe.words, probe.misses = words, misses
-    return {**metadata, "seconds": time.monotonic() - started, "workers": workers, "encoder": probe.describe()}
+    seconds = time.monotonic() - started
+    return {**metadata, "seconds": seconds, "workers": workers, "encoder": encoder_path.describe(words, misses)}
 
 
 def run_stage(p: Params, key: str) -> None:

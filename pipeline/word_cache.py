@@ -5,14 +5,17 @@ so on), then run BPE on the normalised string. BPE only ever merges two symbols 
 vocabulary; when no piece holds "▁" except as its first character, no merge reaches across the "▁"
 that begins each word, so the ids of a text are the ids of its words, one after another. Most of a
 corpus's words repeat, so this encoder cuts the normalised text at every "▁", looks each word up
-in a bounded cache, and runs BPE (SentencePiece's own, through a copy of the model whose normaliser
-does nothing) only on words it has not seen: all of them in one string, cut apart again at the
-pieces that begin with "▁".
+in a bounded cache, and runs BPE only on words it has not seen.
 
-When a model breaks the property (another model type, or pieces with "▁" inside, as
-split_by_whitespace: false, treat_whitespace_as_suffix or whitespace-only pieces make), it says why
-and every text goes to plain `encode`. Either way the ids are SentencePiece's own (tested on every
-sample document and on generated text).
+Three paths, the fastest the model allows (pipeline.spm_pieces.path; `describe()` says which ran):
+- compiled (pipeline.compiled_bpe): the cut, the cache and the BPE itself in numba, no Python per
+  word; loaded only on this path (numba takes ~110 MB and half a second to import);
+- word cache: the cut and cache in Python, the BPE SentencePiece's own (through a copy of the model
+  whose normaliser does nothing), all unseen words of a batch in one string, cut apart again at
+  the pieces that begin with "▁"; for models spm_pieces.compiled_problem names;
+- plain `encode`: when a model breaks the property (another model type, or pieces with "▁" inside,
+  as split_by_whitespace: false, treat_whitespace_as_suffix or whitespace-only pieces make).
+Every path gives SentencePiece's own ids (tested on every sample document and on generated text).
 """
 
 import itertools
@@ -22,38 +25,30 @@ from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
-from sentencepiece import sentencepiece_model_pb2
 
-SPACE = "▁"
-BPE = sentencepiece_model_pb2.TrainerSpec.BPE
+from pipeline import spm_pieces
+from pipeline.spm_pieces import SPACE
+
 MAX_CACHED_CHARS = 64  # longer "words" (URLs, base64, long runs) rarely repeat: encode them, do not keep them
 MAX_ENTRIES = 1 << 20  # about 100-200 MB of cache at most; cleared, not evicted, once past it
 JOIN_CHARS = 4096  # unseen words per BPE call, in characters
 SEGMENT_CHARS = 1 << 20  # a longer text is encoded a slice of words at a time
-
-
-def word_boundary_problem(proto: sentencepiece_model_pb2.ModelProto) -> str | None:
-    """Why a model's ids are not the concatenation of its words' ids, or None when they are."""
-    if proto.trainer_spec.model_type != BPE:
-        return "the model type is not bpe"
-    if not proto.normalizer_spec.escape_whitespaces:
-        return "escape_whitespaces is off, so words are not marked with ▁"
-    if not any(piece.piece == SPACE for piece in proto.pieces):
-        return "▁ is not a piece of its own"
-    for piece in proto.pieces:
-        if SPACE in piece.piece[1:]:
-            return f"the piece {piece.piece!r} holds ▁ past its start, so pieces can span words"
-    return None
+MARK = ord(SPACE)
 
 
 class WordCacheEncoder:
-    def __init__(self, model: Path, dtype: str = "uint16", max_entries: int = MAX_ENTRIES):
+    def __init__(self, model: Path, dtype: str = "uint16", max_entries: int = MAX_ENTRIES, compiled: bool = True):
+        """`compiled=False` keeps SentencePiece's BPE behind the word cache (benchmarks compare the two)."""
         self.processor = spm.SentencePieceProcessor(model_file=str(model))
         self.dtype = np.dtype(dtype).newbyteorder("<")
-        proto = sentencepiece_model_pb2.ModelProto()
-        proto.ParseFromString(Path(model).read_bytes())
-        self.fallback_reason = word_boundary_problem(proto)
-        self.bpe_only = None
+        proto = spm_pieces.read(model)
+        self.path = spm_pieces.path(proto, compiled)
+        self.fallback_reason = spm_pieces.word_boundary_problem(proto)
+        self.bpe_only = self.compiled = None
+        if self.path.name == spm_pieces.COMPILED:
+            from pipeline import compiled_bpe
+
+            self.compiled = compiled_bpe.CompiledEncoder(proto, max_entries)
         if self.fallback_reason is None:
             spec = proto.normalizer_spec
             # identity with a dummy prefix and no whitespace clean-up is "▁" + spaces as "▁": no call needed
@@ -73,8 +68,62 @@ class WordCacheEncoder:
         self.cache: dict[str, bytes] = {}  # word without its leading ▁ -> ids of ▁ + word, as array bytes
         self.words = self.misses = 0
 
+    def encode_documents(self, texts: list[str], eos: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """The ids `SentencePieceProcessor.encode` gives every text, in one `dtype` array, each text's
+        followed by `eos` (none when negative); and how many ids each text got, eos included."""
+        tail = np.array([eos] if eos >= 0 else [], self.dtype)
+        if self.compiled is None:
+            encoded = self.encode(texts)
+            ids = b"".join(itertools.chain.from_iterable((text, tail.tobytes()) for text in encoded))
+            counts = [len(text) // self.dtype.itemsize + len(tail) for text in encoded]
+            return np.frombuffer(ids, self.dtype), np.array(counts, np.uint64)
+        if not self.plain_spaces:
+            texts = self.processor.normalize(texts)
+        words, misses = self.compiled.words, self.compiled.misses
+        parts = []
+        for start, end in _runs(texts):
+            if end - start == 1 and len(texts[start]) > SEGMENT_CHARS:  # a slice of words at a time
+                pieces = enumerate(self._slices(texts[start]))
+                slices = [self._compiled([piece], -1, i == 0)[0] for i, piece in pieces]
+                ids = np.concatenate(slices + [tail])
+                parts.append((ids, np.array([len(ids)], np.uint64)))
+            else:
+                parts.append(self._compiled(texts[start:end], eos, True))
+        self.words += self.compiled.words - words
+        self.misses += self.compiled.misses - misses
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([tail[:0]] + [ids for ids, _ in parts]), np.array(
+            [n for _, counts in parts for n in counts], np.uint64
+        )
+
+    def _compiled(self, texts: list[str], eos: int, starts_text: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The compiled path on normalised texts (`starts_text`: each is a text's start, not a later slice)."""
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        cps = np.frombuffer("".join(texts).encode("utf-32-le"), "<u4")
+        if self.plain_spaces:  # the normaliser's work, done here: "▁" for spaces, and one before each text
+            cps = cps.copy()
+            cps[cps == ord(" ")] = MARK
+            if starts_text:
+                nonempty = lengths > 0
+                cps = np.insert(cps, (np.cumsum(lengths) - lengths)[nonempty], MARK)
+                lengths = lengths + nonempty
+        return self.compiled.encode(cps, np.cumsum(lengths), eos, self.dtype)
+
+    def _slices(self, text: str) -> Iterator[str]:
+        """A long normalised text in slices of about SEGMENT_CHARS, each after the first starting at a word."""
+        separator = " " if self.plain_spaces else SPACE
+        start = 0
+        while (end := text.find(separator, start + SEGMENT_CHARS)) >= 0:
+            yield text[start:end]
+            start = end
+        yield text[start:]
+
     def encode(self, texts: list[str]) -> list[bytes]:
         """For each text, the ids `SentencePieceProcessor.encode` gives, as little-endian `dtype` bytes."""
+        if self.compiled is not None:
+            ids, counts = self.encode_documents(texts)
+            return [part.tobytes() for part in np.split(ids, np.cumsum(counts)[:-1].astype(np.int64))]
         if self.bpe_only is None:
             return [self._as_bytes(ids) for ids in self.processor.encode(texts, num_threads=1)]
         if not self.plain_spaces:
@@ -168,7 +217,17 @@ class WordCacheEncoder:
         return out
 
     def describe(self) -> str:
-        if self.bpe_only is None:
-            return f"plain SentencePiece encode ({self.fallback_reason})"
-        hit_rate = 1 - self.misses / self.words if self.words else 0.0
-        return f"word cache ({hit_rate:.1%} of {self.words:,} words found in the cache)"
+        return self.path.describe(self.words, self.misses)
+
+
+def _runs(texts: list[str]) -> Iterator[tuple[int, int]]:
+    """(start, end) of the texts to encode together: runs of short ones; each longer than SEGMENT_CHARS alone."""
+    start = 0
+    for i, text in enumerate(texts):
+        if len(text) > SEGMENT_CHARS:
+            if start < i:
+                yield start, i
+            yield i, i + 1
+            start = i + 1
+    if start < len(texts) or not texts:
+        yield start, len(texts)

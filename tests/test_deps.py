@@ -81,13 +81,27 @@ def test_modules_left_out_of_deps_exist():
         assert (REPO / "pipeline" / f"{module}.py").is_file(), module
 
 
-DATA_PREPARATION = ["download", "jsonl", "corpus", "tokenizer", "pretokenize", "word_cache", "tokens", "workers"]
+DATA_PREPARATION = [
+    "download",
+    "jsonl",
+    "corpus",
+    "tokenizer",
+    "pretokenize",
+    "word_cache",
+    "compiled_bpe",
+    "spm_pieces",
+    "tokens",
+    "workers",
+]
+# numba (~110 MB, half a second) loads only where a compiled encoder is built: in the workers
+NO_COMPILER = ["pretokenize", "word_cache", "spm_pieces", "export"]
 
 
 @pytest.mark.parametrize(
     "module, forbidden",
     [(m, ("torch", "pytorch_lightning", "lightning_fabric")) for m in DATA_PREPARATION]
-    + [("evaluate", ("pytorch_lightning", "lightning_fabric")), ("model", ("pytorch_lightning", "lightning_fabric"))],
+    + [("evaluate", ("pytorch_lightning", "lightning_fabric")), ("model", ("pytorch_lightning", "lightning_fabric"))]
+    + [(m, ("numba",)) for m in NO_COMPILER],
 )
 def test_modules_import_no_heavier_framework_than_their_concern_needs(module, forbidden):
     """Data preparation starts its workers fast (no torch); the model and evaluation know no Lightning."""
