@@ -10,7 +10,10 @@ copy of the sample).
    stage): plain `SentencePieceProcessor.encode`, the word cache over SentencePiece's BPE, the
    compiled BPE; the ids of all three compared;
 2. the pretokenize stage (read, decompress, parse, encode, write), with 1 worker and with every core;
-3. memory: the stage's peak RSS (its whole process tree) on the shard and on its first quarter.
+3. memory: the stage's peak RSS (its whole process tree) on the shard and on its first quarter;
+4. the machine's own ceiling for scaling: as many processes as cores, each encoding the quarter
+   shard in memory with the compiled BPE at the same time, against one alone (nothing shared, no
+   reading, no pipes: what no pool of workers can beat).
 
     python bench/pretokenize.py [--mb 200]   # needs data/tokenizer/spm.model (dvc repro tokenizer)
 
@@ -20,6 +23,7 @@ Writes bench/results/pretokenize.json and prints a table for bench/README.md.
 import argparse
 import hashlib
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -141,6 +145,28 @@ def stage(shard: Path, workers: int) -> dict:
     }
 
 
+def ceiling(shard: Path, processes: int) -> dict:
+    """Throughput of `processes` independent encoders running at once, over one alone (the same work each)."""
+    code = (
+        "import sys, time; from pathlib import Path; from pipeline.documents import records; "
+        "from pipeline.records import PILE_FIELDS; from pipeline.word_cache import WordCacheEncoder; "
+        "texts = [r.text for r in records(Path(sys.argv[1]), PILE_FIELDS, 'error')]; "
+        "encoder = WordCacheEncoder(Path(sys.argv[2])); encoder.encode_documents(texts[:10]); "
+        "t = time.perf_counter(); [encoder.encode_documents(texts[i : i + 100], 2) for i in range(0, len(texts), 100)]; "
+        "print(time.perf_counter() - t)"
+    )
+
+    def at_once(n: int) -> list[float]:
+        children = [
+            subprocess.Popen([sys.executable, "-c", code, str(shard), str(MODEL)], cwd=REPO, stdout=subprocess.PIPE)
+            for _ in range(n)
+        ]
+        return [float(child.communicate()[0]) for child in children]
+
+    alone, together = at_once(1)[0], at_once(processes)
+    return {"seconds_alone": alone, "seconds_together": together, "ceiling": processes * alone / max(together)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=200, help="text in the benchmark shard (default 200 MB)")
@@ -158,6 +184,7 @@ def main() -> None:
         del texts
         one, every = stage(shard, 1), stage(shard, cores)
         small = stage(quarter, cores)
+        results["machine_ceiling"] = ceiling(quarter, cores)
     e = results["encoders"]
     results["stage"] = {
         "workers_1": one,
@@ -172,7 +199,7 @@ def main() -> None:
         "ratio": every["peak_rss_mb"] / small["peak_rss_mb"],
     }
     save("pretokenize", results)
-    s, m = results["stage"], results["memory"]
+    s, m, c = results["stage"], results["memory"], results["machine_ceiling"]
     print(f"""shard: {n_docs:,} documents, {n_bytes / 1e6:.0f} MB of text; ids identical across encoders: {e["same_ids"]}, \
 arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}
 
@@ -183,6 +210,7 @@ arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}
 | compiled BPE, 1 core | {e["compiled_mb_s"]:.2f} MB/s (**{e["compiled_vs_plain"]:.2f}x** plain, {e["compiled_vs_word_cache"]:.2f}x the word cache; {e["compiled_path"]}) |
 | pretokenize stage, 1 worker | {one["mb_s"]:.2f} MB/s (**{s["workers_1_vs_plain"]:.2f}x** plain `encode`; {one["seconds"]:.1f} s, {one["cpu_s_main"]:.1f} CPU s) |
 | pretokenize stage, {cores} workers | {every["mb_s"]:.2f} MB/s (**{s["scaling"]:.2f}x** 1 worker; CPU s: {every["cpu_s_main"]:.1f} main + {every["cpu_s_workers"]:.1f} workers) |
+| the machine's ceiling: {cores} encoders at once vs 1 | **{c["ceiling"]:.2f}x** ({c["seconds_alone"]:.1f} s alone, {max(c["seconds_together"]):.1f} s together) |
 | peak RSS, {cores} workers, quarter vs whole shard | {m["peak_rss_mb_quarter"]:.0f} MB vs {m["peak_rss_mb_full"]:.0f} MB (**{m["ratio"]:.2f}x**) |""")  # noqa: E501
 
 

@@ -15,8 +15,10 @@ A word that misses goes through SentencePiece's own algorithm (bpe_model.cc), st
 - a character that is no piece gives the unknown id (one for a run of them), or with byte_fallback
   its UTF-8 bytes as "<0xXX>" pieces.
 pipeline.spm_pieces.compiled_problem says why a model falls outside what this reproduces; such a
-model keeps SentencePiece's own BPE (pipeline.word_cache). The tests compare the two on every sample document
-and on generated text under several trainer flags.
+model keeps SentencePiece's own BPE (pipeline.word_cache). tests/test_word_cache.py compares this
+with SentencePiece's `encode` on every sample document and word, and on generated words and texts
+under six models (lossless, the seed's flags, byte fallback and unknowns everywhere, user-defined
+and unused pieces).
 """
 
 import numpy as np

@@ -33,7 +33,6 @@ MAX_CACHED_CHARS = 64  # longer "words" (URLs, base64, long runs) rarely repeat:
 MAX_ENTRIES = 1 << 20  # about 100-200 MB of cache at most; cleared, not evicted, once past it
 JOIN_CHARS = 4096  # unseen words per BPE call, in characters
 SEGMENT_CHARS = 1 << 20  # a longer text is encoded a slice of words at a time
-MARK = ord(SPACE)
 
 
 class WordCacheEncoder:
@@ -99,16 +98,13 @@ class WordCacheEncoder:
 
     def _compiled(self, texts: list[str], eos: int, starts_text: bool) -> tuple[np.ndarray, np.ndarray]:
         """The compiled path on normalised texts (`starts_text`: each is a text's start, not a later slice)."""
-        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        cps = np.frombuffer("".join(texts).encode("utf-32-le"), "<u4")
-        if self.plain_spaces:  # the normaliser's work, done here: "▁" for spaces, and one before each text
-            cps = cps.copy()
-            cps[cps == ord(" ")] = MARK
-            if starts_text:
-                nonempty = lengths > 0
-                cps = np.insert(cps, (np.cumsum(lengths) - lengths)[nonempty], MARK)
-                lengths = lengths + nonempty
-        return self.compiled.encode(cps, np.cumsum(lengths), eos, self.dtype)
+        if self.plain_spaces and starts_text:  # the normaliser's work, done here: one "▁" before each text,
+            texts = [SPACE + text if text else "" for text in texts]
+        joined = "".join(texts)
+        if self.plain_spaces:  # and "▁" for spaces
+            joined = joined.replace(" ", SPACE)
+        cps = np.frombuffer(joined.encode("utf-32-le"), "<u4")
+        return self.compiled.encode(cps, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts))), eos, self.dtype)
 
     def _slices(self, text: str) -> Iterator[str]:
         """A long normalised text in slices of about SEGMENT_CHARS, each after the first starting at a word."""

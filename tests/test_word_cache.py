@@ -132,7 +132,8 @@ def test_every_sample_document_gets_sentencepieces_ids(small_model, name, compil
 @pytest.mark.parametrize("model", ["small_model", "seed_model", "bytes_model"])
 def test_every_word_of_the_sample_alone_gets_sentencepieces_ids(model, request):
     model = request.getfixturevalue(model)
-    words = sorted({word for name in ("val", "test") for text in sample_documents(name) for word in text.split()})
+    shards = ("train/00", "train/01", "val", "test")
+    words = sorted({word for name in shards for text in sample_documents(name) for word in text.split()})
     encoder = WordCacheEncoder(model)
     assert encoder.compiled is not None
     ids, counts = encoder.encode_documents(words)
