@@ -8,7 +8,8 @@ copy of the sample).
 
 1. encoders, one core, in memory, one pass (each cache starts cold and warms as it goes, as in the
    stage): plain `SentencePieceProcessor.encode`, the word cache over SentencePiece's BPE, the
-   compiled BPE; the ids of all three compared;
+   compiled BPE; the ids of all three compared; then the compiled BPE over the same documents
+   again, all hits, for the cost of a hit and (by difference) of a first sighting;
 2. the pretokenize stage (read, decompress, parse, encode, write), with 1 worker and with every core;
 3. memory: the stage's peak RSS (its whole process tree) on the shard and on its first quarter;
 4. the machine's own ceiling for scaling: as many processes as cores, each encoding the quarter
@@ -107,7 +108,14 @@ def encoders(texts: list[str]) -> dict:
         "word_cache": timed(run("word_cache", word_cache)),
         "compiled": timed(run("compiled", compiled)),
     }
+    words, misses = compiled.words, compiled.misses
+    again = timed(run("compiled_again", compiled))  # every word seen: hits, but for the uncached long ones
+    long_words = compiled.misses - misses
+    hit_us = again / (words - long_words) * 1e6
     return {
+        "hit_us": hit_us,
+        "first_sighting_us": (seconds["compiled"] - again) / (misses - long_words) * 1e6 + hit_us,
+        "plain_us_per_word": seconds["plain"] / words * 1e6,
         "text_mb": mb,
         **{f"{name}_mb_s": mb / s for name, s in seconds.items()},
         "word_cache_vs_plain": seconds["plain"] / seconds["word_cache"],
@@ -208,6 +216,7 @@ arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}
 | plain `encode`, 1 core | {e["plain_mb_s"]:.2f} MB/s |
 | word cache over SentencePiece's BPE, 1 core | {e["word_cache_mb_s"]:.2f} MB/s (**{e["word_cache_vs_plain"]:.2f}x** plain; {e["word_cache_path"]}) |
 | compiled BPE, 1 core | {e["compiled_mb_s"]:.2f} MB/s (**{e["compiled_vs_plain"]:.2f}x** plain, {e["compiled_vs_word_cache"]:.2f}x the word cache; {e["compiled_path"]}) |
+| compiled BPE, per word | {e["hit_us"]:.3f} us a hit (the same documents again), {e["first_sighting_us"]:.2f} us a first sighting; plain `encode`: {e["plain_us_per_word"]:.2f} us a word |
 | pretokenize stage, 1 worker | {one["mb_s"]:.2f} MB/s (**{s["workers_1_vs_plain"]:.2f}x** plain `encode`; {one["seconds"]:.1f} s, {one["cpu_s_main"]:.1f} CPU s) |
 | pretokenize stage, {cores} workers | {every["mb_s"]:.2f} MB/s (**{s["scaling"]:.2f}x** 1 worker; CPU s: {every["cpu_s_main"]:.1f} main + {every["cpu_s_workers"]:.1f} workers) |
 | the machine's ceiling: {cores} encoders at once vs 1 | **{c["ceiling"]:.2f}x** ({c["seconds_alone"]:.1f} s alone, {max(c["seconds_together"]):.1f} s together) |

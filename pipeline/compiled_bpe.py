@@ -28,6 +28,7 @@ from sentencepiece import sentencepiece_model_pb2
 from pipeline.spm_pieces import MERGEABLE, SentencePiece, two_piece_splits
 
 MARK = 0x2581  # "▁", where every word but a text's first begins
+SPACE_CHAR = 0x20
 MAX_CACHED_CHARS = 64  # longer "words" (URLs, base64, long runs) rarely repeat: encode them, do not keep them
 MAX_ENTRIES = 1 << 20  # words in the cache (~100 MB with its pools); cleared, not evicted, once full
 POOL_CHARS_PER_ENTRY = 12  # the cache's character and id pools, sized for words longer than average
@@ -154,8 +155,15 @@ def work_columns(chars: int) -> int:
 
 
 @njit(cache=True)
+def _char(cps, i, spaces):
+    """The code point at i; with `spaces`, a space is read as ▁ (the normaliser's escape, done here)."""
+    cp = cps[i]
+    return MARK if spaces and cp == SPACE_CHAR else cp
+
+
+@njit(cache=True)
 def _bpe(
-    cps, start, end, out, pos, work,
+    cps, start, end, spaces, out, pos, work,
     chars, splits, scores, merge_keys, merged, trie_keys, trie_next, trie_piece, byte_ids, unk_id, byte_fallback,
 ):  # fmt: skip
     """SentencePiece's BPE of cps[start:end] into out[pos:]; returns the new end of out. `work` has
@@ -165,13 +173,13 @@ def _bpe(
     while i < end:  # the symbols: characters, and user-defined pieces taken whole (frozen)
         size, found, node, j = 1, EMPTY, 0, i
         while trie_piece.shape[0] > 1 and j < end:  # the longest user-defined piece starting at i
-            node = _find(trie_keys, trie_next, np.int64(node) * TRIE_RADIX + cps[j])
+            node = _find(trie_keys, trie_next, np.int64(node) * TRIE_RADIX + _char(cps, j, spaces))
             if node == EMPTY:
                 break
             j += 1
             if trie_piece[node] != EMPTY:
                 size, found = j - i, trie_piece[node]
-        cp = cps[i]
+        cp = _char(cps, i, spaces)
         if found != EMPTY:
             work[PIECE, n], work[FROZEN, n] = found, 1
         else:
@@ -253,7 +261,7 @@ def _bpe(
             out[pos] = work[PIECE, k]
             pos += 1
         elif work[LENGTH, k] == 1:  # a character left alone: its id, or its UTF-8 bytes' ids if unknown
-            cp = cps[work[FIRST, k]]
+            cp = _char(cps, work[FIRST, k], spaces)
             alone = chars[ALONE, cp] if cp < chars.shape[1] else unk_id
             unknown = alone == unk_id
             if not unknown or not byte_fallback:
@@ -299,13 +307,14 @@ HASH, AT_CHAR, N_CHARS, AT_ID, N_IDS = range(5)
 
 @njit(cache=True)
 def _encode(
-    cps, ends, first_doc, pos, eos, out, doc_tokens, work,
+    cps, ends, spaces, first_doc, pos, eos, out, doc_tokens, work,
     slots, entries, char_pool, id_pool, counters,
     chars, splits, scores, merge_keys, merged, trie_keys, trie_next, trie_piece, byte_ids, unk_id, byte_fallback,
 ):  # fmt: skip
-    """Encode documents first_doc, ... (cps[ends[d - 1]:ends[d]]) into out from pos, each followed by eos
-    (unless eos < 0), with doc_tokens[d] its count. Returns (documents done, end of out, 0), or, at a word
-    too long for `work`, (the documents done before it, their end in out, the columns it needs)."""
+    """Encode documents first_doc, ... (cps[ends[d - 1]:ends[d]], spaces read as ▁ when `spaces`) into
+    out from pos, each followed by eos (unless eos < 0), with doc_tokens[d] its count. Returns
+    (documents done, end of out, 0), or, at a word too long for `work`, (the documents done before
+    it, their end in out, the columns it needs)."""
     mask = slots.shape[0] - 1
     for d in range(first_doc, ends.shape[0]):
         start = ends[d - 1] if d else 0
@@ -313,7 +322,7 @@ def _encode(
         word = start
         while word < end:
             word_end = word + 1
-            while word_end < end and cps[word_end] != MARK:
+            while word_end < end and _char(cps, word_end, spaces) != MARK:
                 word_end += 1
             size = word_end - word
             counters[WORDS] += 1
@@ -342,7 +351,7 @@ def _encode(
                 return d, doc_start, work_columns(size)
             counters[MISSES] += 1
             new_pos = _bpe(
-                cps, word, word_end, out, pos, work,
+                cps, word, word_end, spaces, out, pos, work,
                 chars, splits, scores, merge_keys, merged, trie_keys, trie_next, trie_piece, byte_ids, unk_id,
                 byte_fallback,
             )  # fmt: skip
@@ -395,14 +404,17 @@ class CompiledEncoder:
         )
         self.work = np.empty((WORK_ROWS, work_columns(MAX_CACHED_CHARS)), np.int32)
 
-    def encode(self, cps: np.ndarray, ends: np.ndarray, eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(the ids of every document, each followed by eos unless eos < 0; each document's count)."""
+    def encode(
+        self, cps: np.ndarray, ends: np.ndarray, eos: int, dtype: np.dtype, spaces: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(the ids of every document, each followed by eos unless eos < 0; each document's count).
+        `spaces`: read spaces as ▁, so that a text normalised only by escaping its spaces need not be."""
         out = np.empty(4 * len(cps) + len(ends), dtype)  # at most 4 byte-fallback ids per character
         doc_tokens = np.empty(len(ends), np.uint64)
         done = pos = 0
         while done < len(ends):
             done, pos, needed = _encode(
-                cps, ends, done, pos, eos, out, doc_tokens, self.work, *self.cache, *self.tables
+                cps, ends, spaces, done, pos, eos, out, doc_tokens, self.work, *self.cache, *self.tables
             )
             if needed:  # a long word (a URL, base64, a run without spaces): a work array for it alone
                 self.work = np.empty((WORK_ROWS, needed), np.int32)

@@ -97,14 +97,16 @@ class WordCacheEncoder:
         )
 
     def _compiled(self, texts: list[str], eos: int, starts_text: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The compiled path on normalised texts (`starts_text`: each is a text's start, not a later slice)."""
-        if self.plain_spaces and starts_text:  # the normaliser's work, done here: one "▁" before each text,
-            texts = [SPACE + text if text else "" for text in texts]
-        joined = "".join(texts)
-        if self.plain_spaces:  # and "▁" for spaces
-            joined = joined.replace(" ", SPACE)
+        """The compiled path on normalised texts (`starts_text`: each is a text's start, not a later slice).
+        With plain_spaces the kernel reads spaces as ▁ and each text gets the normaliser's "▁" in front
+        as a space: one join, no copy of each text."""
+        if self.plain_spaces and starts_text:
+            joined = " ".join([""] + [text for text in texts if text])  # empty texts get nothing, not "▁"
+            lengths = [len(text) + 1 if text else 0 for text in texts]
+        else:
+            joined, lengths = "".join(texts), list(map(len, texts))
         cps = np.frombuffer(joined.encode("utf-32-le"), "<u4")
-        return self.compiled.encode(cps, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts))), eos, self.dtype)
+        return self.compiled.encode(cps, np.cumsum(lengths, dtype=np.int64), eos, self.dtype, self.plain_spaces)
 
     def _slices(self, text: str) -> Iterator[str]:
         """A long normalised text in slices of about SEGMENT_CHARS, each after the first starting at a word."""

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from pipeline import pretokenize, tokens
+from pipeline import pretokenize, tokenizer, tokens
 from pipeline.errors import PipelineError
 from pipeline.params import PretokenizeParams
-from tests.helpers import SAMPLE, doc, sample_documents, write_shard
+from tests.helpers import LOSSLESS_FLAGS, SAMPLE, doc, sample_documents, write_shard
 
 ONE = PretokenizeParams(workers=1, batch_bytes=50_000)
 TWO = PretokenizeParams(workers=2, batch_bytes=50_000)
@@ -49,6 +49,29 @@ def test_one_and_two_workers_write_identical_files(small_model, tmp_path):
         pretokenize.run([SAMPLE / "test.jsonl.zst"], small_model, tmp_path / name / "test.bin", params)
     for suffix in (".bin", ".idx", ".json"):
         assert (tmp_path / "one" / f"test{suffix}").read_bytes() == (tmp_path / "two" / f"test{suffix}").read_bytes()
+
+
+def test_every_encoder_path_writes_sentencepieces_ids_and_the_summary_names_it(small_model, tmp_path):
+    """The compiled BPE, the word cache over SentencePiece's BPE (a model the compiled BPE refuses) and
+    plain encode (a model whose pieces span words) write the same arrays as plain `encode` would."""
+    corpus = small_model.parent / "corpus.txt"
+    snowman, spans = tmp_path / "snowman", tmp_path / "spans"
+    tokenizer.train([corpus], snowman / "spm", {**LOSSLESS_FLAGS, "user_defined_symbols": ["☃☃"]})
+    tokenizer.train([corpus], spans / "spm", {**LOSSLESS_FLAGS, "split_by_whitespace": False})
+    texts = sample_documents("test")[:60] + ["☃☃☃ snow☃☃man", "", "日本語"]
+    raw = write_shard(tmp_path / "docs.jsonl.zst", [doc(t) for t in texts])
+    paths = {}
+    for model in (small_model, snowman / "spm.model", spans / "spm.model"):
+        out = tmp_path / model.parent.name / "docs.bin"
+        meta = pretokenize.run([raw], model, out, TWO)
+        eos = meta["eos_id"]
+        expected = [i for ids in spm.SentencePieceProcessor(model_file=str(model)).encode(texts) for i in ids + [eos]]
+        assert tokens.open_tokens(out).tolist() == expected
+        paths[model.parent.name] = meta["encoder"]
+    assert paths[small_model.parent.name].startswith("compiled BPE (")
+    assert paths["snowman"].startswith("word cache with SentencePiece's BPE (")
+    assert "not compiled: the piece '☃☃' holds '☃'" in paths["snowman"]
+    assert paths["spans"].startswith("plain SentencePiece encode (the piece")
 
 
 def test_empty_texts_and_unicode_edge_cases_round_trip(small_model, tmp_path):
