@@ -10,7 +10,9 @@ copy of the sample).
    stage): plain `SentencePieceProcessor.encode`, the word cache over SentencePiece's BPE, the
    compiled BPE; the ids of all three compared; then the compiled BPE over the same documents
    again, all hits, for the cost of a hit and (by difference) of a first sighting;
-2. the pretokenize stage (read, decompress, parse, encode, write), with 1 worker and with every core;
+2. the pretokenize stage (read, decompress, parse, encode, write), with 1 worker and with every core,
+   on the shard and on one four times its size (the same recipe, continued), where each worker's
+   fixed start (~1 s: numba's import, loading the kernels) weighs a quarter as much;
 3. memory: the stage's peak RSS (its whole process tree) on the shard and on its first quarter;
 4. the machine's own ceiling for scaling: as many processes as cores, each encoding the quarter
    shard in memory with the compiled BPE at the same time, against one alone (nothing shared, no
@@ -108,7 +110,7 @@ def encoders(texts: list[str]) -> dict:
         "word_cache": timed(run("word_cache", word_cache)),
         "compiled": timed(run("compiled", compiled)),
     }
-    words, misses = compiled.words, compiled.misses
+    words, misses, compiled_path = compiled.words, compiled.misses, compiled.describe()
     again = timed(run("compiled_again", compiled))  # every word seen: hits, but for the uncached long ones
     long_words = compiled.misses - misses
     hit_us = again / (words - long_words) * 1e6
@@ -123,7 +125,7 @@ def encoders(texts: list[str]) -> dict:
         "compiled_vs_word_cache": seconds["word_cache"] / seconds["compiled"],
         "same_ids": len(set(digests.values())) == 1,
         "word_cache_path": word_cache.describe(),
-        "compiled_path": compiled.describe(),
+        "compiled_path": compiled_path,
     }
 
 
@@ -192,6 +194,9 @@ def main() -> None:
         del texts
         one, every = stage(shard, 1), stage(shard, cores)
         small = stage(quarter, cores)
+        big = Path(tmp) / "x4.jsonl.zst"
+        build_shard(big, 4 * args.mb)
+        big_one, big_every = stage(big, 1), stage(big, cores)
         results["machine_ceiling"] = ceiling(quarter, cores)
     e = results["encoders"]
     results["stage"] = {
@@ -199,6 +204,9 @@ def main() -> None:
         f"workers_{cores}": every,
         "workers_1_vs_plain": one["mb_s"] / e["plain_mb_s"],
         "scaling": every["mb_s"] / one["mb_s"],
+        "x4_workers_1": big_one,
+        f"x4_workers_{cores}": big_every,
+        "scaling_x4": big_every["mb_s"] / big_one["mb_s"],
         "same_array_1_and_all_workers": one["sha256"] == every["sha256"],
     }
     results["memory"] = {
@@ -219,6 +227,7 @@ arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}
 | compiled BPE, per word | {e["hit_us"]:.3f} us a hit (the same documents again), {e["first_sighting_us"]:.2f} us a first sighting; plain `encode`: {e["plain_us_per_word"]:.2f} us a word |
 | pretokenize stage, 1 worker | {one["mb_s"]:.2f} MB/s (**{s["workers_1_vs_plain"]:.2f}x** plain `encode`; {one["seconds"]:.1f} s, {one["cpu_s_main"]:.1f} CPU s) |
 | pretokenize stage, {cores} workers | {every["mb_s"]:.2f} MB/s (**{s["scaling"]:.2f}x** 1 worker; CPU s: {every["cpu_s_main"]:.1f} main + {every["cpu_s_workers"]:.1f} workers) |
+| the same at 4x the size, 1 worker and {cores} | {big_one["mb_s"]:.2f} and {big_every["mb_s"]:.2f} MB/s (**{s["scaling_x4"]:.2f}x**; CPU s: {big_one["cpu_s_main"]:.1f} vs {big_every["cpu_s_main"]:.1f} main + {big_every["cpu_s_workers"]:.1f} workers) |
 | the machine's ceiling: {cores} encoders at once vs 1 | **{c["ceiling"]:.2f}x** ({c["seconds_alone"]:.1f} s alone, {max(c["seconds_together"]):.1f} s together) |
 | peak RSS, {cores} workers, quarter vs whole shard | {m["peak_rss_mb_quarter"]:.0f} MB vs {m["peak_rss_mb_full"]:.0f} MB (**{m["ratio"]:.2f}x**) |""")  # noqa: E501
 
