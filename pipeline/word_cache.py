@@ -48,15 +48,15 @@ class WordCacheEncoder:
             from pipeline import compiled_bpe
 
             self.compiled = compiled_bpe.CompiledEncoder(proto, max_entries)
-        if self.fallback_reason is None:
-            spec = proto.normalizer_spec
-            # identity with a dummy prefix and no whitespace clean-up is "▁" + spaces as "▁": no call needed
-            self.plain_spaces = (
-                spec.name == "identity"
-                and not spec.normalization_rule_tsv
-                and spec.add_dummy_prefix
-                and not spec.remove_extra_whitespaces
-            )
+        spec = proto.normalizer_spec
+        # identity with a dummy prefix and no whitespace clean-up is "▁" + spaces as "▁": no call needed
+        self.plain_spaces = (
+            spec.name == "identity"
+            and not spec.normalization_rule_tsv
+            and spec.add_dummy_prefix
+            and not spec.remove_extra_whitespaces
+        )
+        if self.path.name == spm_pieces.WORD_CACHE:  # SentencePiece's BPE alone: its normaliser doing nothing
             spec.name, spec.precompiled_charsmap, spec.normalization_rule_tsv = "identity", b"", ""
             spec.add_dummy_prefix = spec.remove_extra_whitespaces = spec.escape_whitespaces = False
             self.bpe_only = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
