@@ -2,6 +2,8 @@
 word cache over SentencePiece's BPE, plain encode): proved on the sample and on generated text,
 word by word and text by text, under several trainer flags."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -80,7 +82,7 @@ def user_defined_model(corpus, tmp_path_factory):
     return train(corpus, tmp_path_factory.mktemp("user"), flags)
 
 
-def edited(model, out, change) -> "Path":  # noqa: F821
+def edited(model: Path, out: Path, change) -> Path:
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(model.read_bytes())
     change(proto)
