@@ -42,7 +42,7 @@ class WordCacheEncoder:
         self.dtype = np.dtype(dtype).newbyteorder("<")
         proto = spm_pieces.read(model)
         self.path = spm_pieces.path(proto, compiled)
-        self.fallback_reason = spm_pieces.word_boundary_problem(proto)
+        self.fallback_reason = self.path.reason if self.path.name == spm_pieces.PLAIN else None
         self.bpe_only = self.compiled = None
         if self.path.name == spm_pieces.COMPILED:
             from pipeline import compiled_bpe

@@ -144,21 +144,16 @@ def test_every_word_of_the_sample_alone_gets_sentencepieces_ids(model, request):
     assert ids.tolist() == [i for word in expected for i in word]
 
 
-@pytest.mark.parametrize("model", MODELS)
-@settings(max_examples=150, deadline=None)
-@given(words=st.lists(WORD, min_size=1, max_size=10))
-def test_generated_words_get_sentencepieces_ids(model, request, words):
-    model = request.getfixturevalue(model)
-    encoder = assert_same_ids(model, words, batch=4)
-    assert encoder.compiled is not None
+GENERATED = {"words": st.lists(WORD, min_size=1, max_size=10), "texts": st.lists(TEXT, min_size=1, max_size=8)}
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("unit", list(GENERATED))
 @settings(max_examples=150, deadline=None)
-@given(texts=st.lists(TEXT, min_size=1, max_size=8))
-def test_generated_text_gets_sentencepieces_ids(model, request, texts):
-    model = request.getfixturevalue(model)
-    encoder = assert_same_ids(model, texts, batch=3)
+@given(data=st.data())
+def test_generated_words_and_texts_get_sentencepieces_ids(model, unit, request, data):
+    """Word by word (each generated word a text of its own) and text by text."""
+    encoder = assert_same_ids(request.getfixturevalue(model), data.draw(GENERATED[unit], label=unit), batch=3)
     assert encoder.compiled is not None
 
 
