@@ -33,12 +33,15 @@ def _serve(connection: Connection, initializer: Callable | None, initargs: tuple
         except EOFError:
             return  # the parent closed its end: no more work
         try:
-            connection.send((True, function(*task)))
-        except Exception as exc:  # noqa: BLE001  (any failure of the work goes back to the parent)
             try:
-                connection.send((False, exc))
-            except Exception:  # noqa: BLE001  (an exception that does not pickle)
-                connection.send((False, RuntimeError(traceback.format_exc())))
+                connection.send((True, function(*task)))
+            except Exception as exc:  # noqa: BLE001  (any failure of the work goes back to the parent)
+                try:
+                    connection.send((False, exc))
+                except Exception:  # noqa: BLE001  (an exception that does not pickle)
+                    connection.send((False, RuntimeError(traceback.format_exc())))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the parent stopped (it has its own error to report) while this batch was being encoded
 
 
 class OrderedPool:

@@ -3,6 +3,7 @@
 import subprocess
 import time
 
+import psutil
 import pytest
 import yaml
 
@@ -45,11 +46,21 @@ def test_one_pulled_shard_is_enough_for_its_own_stage(built, tmp_path):
     assert stages_run(run(colleague, "dvc", "repro", "--allow-missing", "pretokenize@val")) == set()
 
 
+def commands() -> list[list[str]]:
+    """The command lines of this test's descendant processes (DVC runs each stage's command as one)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            found.append(child.cmdline())
+        except psutil.Error:
+            pass
+    return found
+
+
 def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp_path):
     repo = fresh_copy(tmp_path)
     edit_params(repo, lambda raw: raw["pretokenize"].update(workers=1))
     run(repo, "dvc", "repro", "tokenizer", "download@00", "download@01")
-    partials = [repo / f"data/tokens/{key}.bin.tmp" for key in ("00", "01")]
     processes = [
         subprocess.Popen(
             ["dvc", "--wait-for-lock", "repro", "--single-item", f"pretokenize@{key}"],
@@ -62,8 +73,8 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
         for key in ("00", "01")
     ]
     overlapped = False
-    while any(p.poll() is None for p in processes):
-        overlapped |= all(path.exists() for path in partials)  # both stages mid-way at the same moment
+    while any(p.poll() is None for p in processes):  # both stages' commands alive at the same moment
+        overlapped |= all(any(f"pretokenize.py {key}" in " ".join(c) for c in commands()) for key in ("00", "01"))
         time.sleep(0.01)
     outputs = [p.communicate()[0] for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
