@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 TORCH := torch==$(shell sed -n 's/^torch==//p' requirements.lock)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint harness gather bench clean-venv
+.PHONY: install run test test-fast mutants lint harness gather bench clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: install  # every test (~15 min on 2 cores)
 
 test-fast: install  # everything but the slow tier (full dvc runs, trainings, fault injection): a few minutes
 	pytest -m "not slow"
+
+mutants: install  # each deliberate break must fail the tests named for it (tests/mutants.py; not in CI)
+	python tests/mutants.py
 
 harness: install  # lm-evaluation-harness on data/model/hf (after make run): metrics/harness.json
 	pile-gpt harness

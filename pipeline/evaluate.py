@@ -64,10 +64,10 @@ def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "c
             x = torch.from_numpy(inputs).to(device)
             y = torch.from_numpy(targets).to(device)
             nll = cross_entropy(model(x), y, reduction="none").view(len(starts), width).double().cpu().numpy()
-            for row, (start, length) in enumerate(zip(starts, lengths)):
-                positions = np.arange(start, start + length)
-                docs = np.searchsorted(doc_starts, positions, side="right") - 1
-                np.add.at(doc_nll, docs, nll[row, :length])
+            scored = np.arange(width) < lengths[:, None]  # (b, width): a short last window's padding is not
+            positions = (starts[:, None] + np.arange(width))[scored]  # row by row, as the windows read
+            docs = np.searchsorted(doc_starts, positions, side="right") - 1
+            np.add.at(doc_nll, docs, nll[scored])  # in the same order, so the same float sums
             pbar.update(len(starts))
     doc_tokens = np.diff(np.append(doc_starts, n))
     result = summarise(float(doc_nll.sum()), n, int(index["n_bytes"].sum()))

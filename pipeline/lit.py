@@ -304,8 +304,10 @@ class StepProgress(pl.Callback):
 
     def __init__(self, max_steps: int, log_every: int):
         self.max_steps, self.log_every = max_steps, log_every
+        self.first_step: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.first_step = trainer.global_step  # where this run's training began (after a resume's restore)
         self.bar = progress.bar(
             self.max_steps, "train", unit="step", initial=trainer.global_step, disable=not trainer.is_global_zero
         )

@@ -77,6 +77,7 @@ def _previous_run(current: dict, resume: str, rank_zero: bool) -> tuple[Path | N
         step = _check_loads_safely(last)
         if rank_zero:
             _rewind_dvclive(TRAIN_METRICS_DIR, step)
+            progress.note(f"train: resuming from {last} at step {step:,}")
         return last, previous["wandb_id"]
     run_id = uuid.uuid4().hex[:8]
     if not rank_zero:
@@ -280,11 +281,12 @@ def run_stage(p: Params) -> None:
         from pytorch_lightning.strategies import FSDPStrategy
 
         strategy = FSDPStrategy(state_dict_type="full")
+    steps_bar = StepProgress(p.train.max_steps, p.train.log_every)
     callbacks = [
         last,
         best,
         TokenThroughput(p.train, config.block_size, module.flops_per_token),
-        StepProgress(p.train.max_steps, p.train.log_every),
+        steps_bar,
         FiniteWeights(p.train),
     ]
     if p.train.mixture is not None:
@@ -345,7 +347,12 @@ def run_stage(p: Params) -> None:
                     if p.train.wandb.mode == "offline"
                     else ""
                 ),
-                "steps": f"{steps:,} ({module.tokens_seen():,} tokens)",
+                "steps": f"{steps:,} ({module.tokens_seen():,} tokens); this run trained "
+                + (
+                    f"{steps - steps_bar.first_step:,} (from step {steps_bar.first_step:,})"
+                    if steps_bar.first_step is not None
+                    else "none"
+                ),
                 "loss": (f"train {float(train_loss):.4f}, " if train_loss is not None else "")
                 + f"val {val_loss:.4f} at step {steps:,}"
                 + (

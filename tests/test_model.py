@@ -68,11 +68,20 @@ def test_export_loads_without_lightning_and_gives_the_same_logits(model, tmp_pat
     assert loaded.lm_head.weight is loaded.token_embedding.weight
 
 
-def test_sampling_is_repeatable_with_a_seed_and_greedy_is_deterministic(model):
+def test_sampling_follows_its_seed_and_temperature_and_greedy_is_the_argmax(model):
     start = torch.zeros(1, 1, dtype=torch.long)
-    sample = lambda seed: model.generate(start, 10, 1.0, 5, torch.Generator().manual_seed(seed))  # noqa: E731
-    assert torch.equal(sample(1), sample(1)) and sample(1).shape == (1, 11)
-    assert torch.equal(model.generate(start, 5, 0.0), model.generate(start, 5, 0.0))
+
+    def sample(seed: int, temperature: float = 1.0, top_k: int | None = None) -> list[int]:
+        return model.generate(start, 20, temperature, top_k, torch.Generator().manual_seed(seed))[0].tolist()
+
+    greedy = model.generate(start, 20, 0.0)[0].tolist()
+    assert sample(1) == sample(1) and len(sample(1)) == 21  # the seed decides
+    assert len({tuple(sample(seed)) for seed in range(4)}) == 4  # another seed, another text
+    assert all(sample(seed) != greedy for seed in range(4))  # temperature 1 is not the argmax
+    assert all(sample(seed, temperature=1e-4) == greedy for seed in range(4))  # near 0 it is
+    assert all(sample(seed, top_k=1) == greedy for seed in range(4))  # as is keeping one candidate
+    logits = model(torch.tensor([greedy[:-1]]))[0]
+    assert greedy[1:] == logits.argmax(-1).tolist()  # each greedy token is the likeliest after its prefix
 
 
 def test_learning_rate_warms_up_decays_to_min_and_stays():

@@ -14,7 +14,9 @@ MIRROR_TOKEN = "hf_" + uuid.uuid4().hex  # made at run time, so no file holds th
 WANDB_KEY = uuid.uuid4().hex + "0" * 8
 
 
-def test_planted_secrets_reach_no_log_stats_params_checkpoint_or_cache(built, tmp_path, http_server, monkeypatch):
+def test_planted_secrets_reach_no_log_stats_params_checkpoint_or_cache_of_a_longer_run(
+    built, tmp_path, http_server, monkeypatch
+):
     base, server = http_server
     for path in SHARDS.values():
         server.files[f"/{path}.jsonl.zst"] = (SAMPLE / f"{path}.jsonl.zst").read_bytes()
@@ -28,7 +30,10 @@ def test_planted_secrets_reach_no_log_stats_params_checkpoint_or_cache(built, tm
     monkeypatch.setenv("HF_TOKEN", MIRROR_TOKEN)
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
     result = run(repo, "dvc", "repro")
+    # the downloads rerun (a new source) with the same bytes, so only the stages of the longer
+    # training follow them: train continues the run from its last checkpoint, then export and evaluate
     assert stages_run(result) == {f"download@{key}" for key in SHARDS} | {"train", "export", "evaluate"}
+    assert "this run trained 3 (from step 6)" in result.stdout
     assert {r["headers"].get("Authorization") for r in server.requests} == {f"Bearer {MIRROR_TOKEN}"}  # in use
     leaks = [
         str(path.relative_to(repo))

@@ -7,8 +7,8 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import child_env
-from tests.repo import copy_of, edit_params, fresh_copy, run, stages_run, tiny_training
+from tests.helpers import REPO, child_env
+from tests.repo import copy_of, edit_params, fresh_copy, run, stages_run
 
 pytestmark = pytest.mark.slow  # clones, a DVC remote and full runs
 
@@ -88,18 +88,15 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
     assert [path.read_bytes() for path in arrays] == concurrent and len(arrays) == 6
 
 
-def test_two_clean_clones_build_identical_artifacts_and_losses(built, tmp_path):
-    again = fresh_copy(tmp_path)
-    edit_params(again, tiny_training)
-    run(again, "dvc", "repro")
-    locks = [yaml.safe_load((repo / "dvc.lock").read_text())["stages"] for repo in (built, again)]
-    compared = 0
-    for stage, entry in locks[0].items():
-        for out_a, out_b in zip(entry.get("outs", []), locks[1][stage].get("outs", [])):
-            if out_a["path"].startswith(("data/model/checkpoints", "metrics/train")):
-                continue  # run ids, absolute paths and timings, by nature
-            assert out_a == out_b, (stage, out_a["path"])
-            compared += 1
-    assert compared >= 20  # raw shards, corpus, tokenizer, arrays, indexes, metadata, model, metrics
-    loss = "metrics/train/plots/metrics/train/loss.tsv"
-    assert (built / loss).read_text() == (again / loss).read_text()
+def test_a_clean_copy_rebuilds_the_data_artifacts_that_the_committed_lock_records(built):
+    """`built` is a fresh copy of this repository after `dvc repro` (its model made tiny): every raw
+    shard, corpus part, tokenizer file and token array it made has the hash the committed dvc.lock
+    records. Training's own reproducibility is checked where it reruns (tests/test_faults.py)."""
+    committed = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    made = yaml.safe_load((built / "dvc.lock").read_text())["stages"]
+    data_stages = [
+        name for name in committed if name.split("@")[0] in ("download", "corpus", "tokenizer", "pretokenize")
+    ]
+    assert len(data_stages) == 11
+    for name in data_stages:
+        assert made[name]["outs"] == committed[name]["outs"], name

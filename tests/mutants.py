@@ -1,0 +1,172 @@
+"""Deliberate breaks, one for each promise: `make mutants` applies each to a temporary copy of the
+repository and runs the tests named for it there, which must fail. A test that stays green with its
+feature broken guards nothing.
+
+A break whose text is no longer in its file stops the run with an error rather than passing: update
+it along with the code. Not part of `make test` or CI (it runs the slow tests once per break).
+
+    python tests/mutants.py                 # every break
+    python tests/mutants.py resume ids      # the breaks whose promise names one of these words
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CAUGHT = 1  # pytest's exit status when tests ran and some failed
+
+
+@dataclass(frozen=True)
+class Mutant:
+    promise: str
+    path: str
+    edits: tuple[tuple[str, str], ...]
+    """(text, replacement) pairs; each text must occur exactly once in the file."""
+    tests: tuple[str, ...]
+    """pytest node ids (or files) that must fail under the break."""
+
+
+MUTANTS = [
+    Mutant(
+        "exact resume: a resumed run trains only the steps left",
+        "pipeline/train.py",
+        (("ckpt_path=resume_from, weights_only=True", "ckpt_path=None, weights_only=True"),),
+        ("tests/test_train.py::test_raising_max_steps_continues_the_run_as_if_it_had_never_stopped",),
+    ),
+    Mutant(
+        "stage recovery: a download resumes from its partial file",
+        "pipeline/download.py",
+        (("offset = part.stat().st_size if part.exists() and state else 0", "offset = 0"),),
+        ("tests/test_faults.py::test_a_download_killed_or_interrupted_mid_transfer_resumes_from_its_partial_file",),
+    ),
+    Mutant(
+        "whole or nothing: no partial file ever sits at an output path",
+        "pipeline/corpus.py",
+        (("    with files.replacing(output) as (tmp,):\n", "    for tmp in (output,):\n"),),
+        (
+            "tests/test_faults.py::test_stage_killed_or_interrupted_anywhere_is_finished_by_a_rerun_with_identical_bytes",
+        ),
+    ),
+    Mutant(
+        "exact ids: the compiled BPE gives SentencePiece's ids (a run of unknown characters is one piece)",
+        "pipeline/compiled_bpe.py",
+        (("if not (unknown and after_unknown):", "if True:"),),
+        ("tests/test_word_cache.py::test_generated_words_and_texts_get_sentencepieces_ids",),
+    ),
+    Mutant(
+        "stale deps: every module a stage runs is one of its dvc.yaml deps",
+        "dvc.yaml",
+        (("        - pipeline/compiled_bpe.py\n", ""),),
+        ("tests/test_deps.py::test_every_module_a_stage_runs_is_in_its_deps_and_no_other",),
+    ),
+    Mutant(
+        "bad input refused: a bad record stops pretokenize, naming the file and line",
+        "pipeline/pretokenize.py",
+        (('if on_bad_record == "error":', "if False:"),),
+        ("tests/test_pretokenize.py::test_bad_record_names_file_and_line_and_leaves_no_output",),
+    ),
+    Mutant(
+        "a dead worker named: the death of an encoder stops the stage",
+        "pipeline/workers.py",
+        (("            if process.sentinel in ready:\n", "            if False:\n"),),
+        (
+            "tests/test_dead_workers.py::test_pretokenize_stops_within_seconds_naming_the_signal_when_a_worker_is_killed",
+        ),
+    ),
+    Mutant(
+        "sampling seeded: the seed and the temperature decide the sample",
+        "pipeline/model.py",
+        (
+            (
+                "next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)",
+                "next_id = logits.argmax(dim=-1, keepdim=True)",
+            ),
+        ),
+        ("tests/test_model.py::test_sampling_follows_its_seed_and_temperature_and_greedy_is_the_argmax",),
+    ),
+    Mutant(
+        "a NaN stop keeps the last good checkpoint",
+        "pipeline/lit.py",
+        (
+            (
+                '            raise PipelineError(\n                f"train: the loss became nan or inf',
+                '            __import__("shutil").rmtree("data/model/checkpoints", ignore_errors=True)\n'
+                '            raise PipelineError(\n                f"train: the loss became nan or inf',
+            ),
+        ),
+        ("tests/test_train.py::test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint",),
+    ),
+]
+
+
+def copy_repository(destination: Path) -> None:
+    """The tracked and untracked-not-ignored files, as a clean clone would have them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+
+
+def apply(mutant: Mutant, copy: Path) -> None:
+    path = copy / mutant.path
+    text = path.read_text()
+    for old, new in mutant.edits:
+        if text.count(old) != 1:
+            raise SystemExit(
+                f"error: {mutant.path}: the text to break appears {text.count(old)} times, not once; "
+                f"update the break for {mutant.promise!r} in tests/mutants.py:\n{old}"
+            )
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def run(mutant: Mutant) -> tuple[int, float, str]:
+    """Apply the break to a copy, run its tests there; (pytest's exit status, seconds, output tail)."""
+    with tempfile.TemporaryDirectory(prefix="mutant-") as directory:
+        copy = Path(directory)
+        copy_repository(copy)
+        apply(mutant, copy)
+        # stage scripts that tests start import `pipeline` from the copy, not from the installed project
+        env = {**os.environ, "PYTHONPATH": str(copy), "PILE_GPT_PROGRESS": "0"}
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        return result.returncode, time.monotonic() - started, (result.stdout + result.stderr)[-1500:]
+
+
+def main(words: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not words or any(word in m.promise for word in words)]
+    if not chosen:
+        raise SystemExit(f"error: no break's promise names any of {words}")
+    missed = 0
+    for mutant in chosen:
+        status, seconds, tail = run(mutant)
+        verdict = "caught" if status == CAUGHT else "MISSED" if status == 0 else f"ERROR (pytest exit {status})"
+        print(f"{verdict:>8}  {seconds:6.0f} s  {mutant.promise}  [{mutant.path}]", flush=True)
+        if status != CAUGHT:
+            missed += 1
+            print("\n".join("          " + line for line in tail.splitlines()), flush=True)
+    print(f"{len(chosen) - missed} of {len(chosen)} breaks caught by the tests named for them")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
