@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 install: $(VENV)/.installed
 	@# dvc.lock merges stage by stage (.gitattributes names the driver): a plain `git merge` of workers' branches works
 	@-git config merge.dvclock.name "dvc.lock, stage by stage"
-	@-git config merge.dvclock.driver "$(CURDIR)/$(VENV)/bin/python -m pipeline.gather %O %A %B"
+	@-git config merge.dvclock.driver "$(CURDIR)/$(VENV)/bin/python -m pipeline.ops.gather %O %A %B"
 
 gather: install  # merge workers' branches: make gather REFS="worker/a worker/b"
 	pile-gpt gather $(REFS)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
 
-from pipeline.machine import usable_cores  # noqa: E402
+from pipeline.core.machine import usable_cores  # noqa: E402
 
 
 def machine() -> dict:

@@ -14,7 +14,8 @@ from pathlib import Path
 import zstandard
 from common import REPO, save, timed
 
-from pipeline import corpus, params
+from pipeline.config.load import load_params
+from pipeline.tokenizer import corpus
 
 SHARD = REPO / "data/sample/train/00.jsonl.zst"
 
@@ -27,7 +28,7 @@ def bare(path: Path) -> None:
 
 
 def main() -> None:
-    p = params.load()
+    p = load_params()
     quota = corpus.quota(p.corpus.max_lines, p.corpus.shards, "00")
     with open(SHARD, "rb") as f:
         size = sum(map(len, io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f))))

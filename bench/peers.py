@@ -55,8 +55,8 @@ print(total)
 STAGE = """
 import sys
 from pathlib import Path
-from pipeline import pretokenize
-from pipeline.params import PretokenizeParams
+from pipeline.encode import pretokenize
+from pipeline.config.schema import PretokenizeParams
 meta = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=int(sys.argv[4])))
 print(meta["n_tokens"])
 """

@@ -36,9 +36,9 @@ import sentencepiece as spm
 import zstandard
 from common import REPO, child_peak, save, timed, usable_cores
 
-from pipeline.documents import records
-from pipeline.records import PILE_FIELDS
-from pipeline.word_cache import WordCacheEncoder
+from pipeline.encode.encoder import WordCacheEncoder
+from pipeline.ingest.documents import records
+from pipeline.ingest.records import PILE_FIELDS
 
 MODEL = REPO / "data/tokenizer/spm.model"
 SHARDS = [REPO / "data/sample/train/00.jsonl.zst", REPO / "data/sample/train/01.jsonl.zst"]
@@ -133,7 +133,7 @@ def stage(shard: Path, workers: int) -> dict:
     """The real stage in a child process: MB/s, CPU seconds, and the peak RSS of its whole process tree."""
     code = (
         "import resource, sys, time; from pathlib import Path; from pipeline import pretokenize; "
-        "from pipeline.params import PretokenizeParams; t = time.perf_counter(); "
+        "from pipeline.config.load import PretokenizeParams; t = time.perf_counter(); "
         f"m = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), "
         f"PretokenizeParams(workers={workers}, batch_bytes={BATCH_BYTES})); "
         "cpu = [sum(resource.getrusage(who)[:2]) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]; "
@@ -158,8 +158,8 @@ def stage(shard: Path, workers: int) -> dict:
 def ceiling(shard: Path, processes: int) -> dict:
     """Throughput of `processes` independent encoders running at once, over one alone (the same work each)."""
     code = (
-        "import sys, time; from pathlib import Path; from pipeline.documents import records; "
-        "from pipeline.records import PILE_FIELDS; from pipeline.word_cache import WordCacheEncoder; "
+        "import sys, time; from pathlib import Path; from pipeline.ingest.documents import records; "
+        "from pipeline.ingest.records import PILE_FIELDS; from pipeline.encode.encoder import WordCacheEncoder; "
         "texts = [r.text for r in records(Path(sys.argv[1]), PILE_FIELDS, 'error')]; "
         "encoder = WordCacheEncoder(Path(sys.argv[2])); encoder.encode_documents(texts[:10]); "
         "t = time.perf_counter(); [encoder.encode_documents(texts[i : i + 100], 2) for i in range(0, len(texts), 100)]; "

@@ -1,5 +1,5 @@
 """Readers side by side: the same documents (the sample's two train shards) as .jsonl.zst, parquet,
-.jsonl.gz (two members), .jsonl.zstd and plain .jsonl, each read into Records by pipeline.documents
+.jsonl.gz (two members), .jsonl.zstd and plain .jsonl, each read into Records by pipeline.ingest.documents
 (reader and parse only, no tokenizer), rounds interleaved, best of 5 each.
 
     python bench/readers.py
@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import zstandard
 from common import REPO, save, timed
 
-from pipeline import documents
-from pipeline.records import Fields
+from pipeline.ingest import documents
+from pipeline.ingest.records import Fields
 
 SHARDS = [REPO / "data/sample/train/00.jsonl.zst", REPO / "data/sample/train/01.jsonl.zst"]
 ROUNDS = 5

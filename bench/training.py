@@ -22,10 +22,11 @@ import torch
 from common import REPO, save
 from torch.utils.data import DataLoader
 
-from pipeline import data, params
-from pipeline.data import ShuffledWindows, TrainBatches, Windows, train_paths
-from pipeline.lit import GPTModule, lr_factor
-from pipeline.model import GPT, GPTConfig, cross_entropy
+from pipeline.config.load import load_params
+from pipeline.config.schema import TrainParams
+from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
+from pipeline.training.module import GPTModule, lr_factor
+from pipeline.training.windows import ShuffledWindows, TrainBatches, Windows, train_paths
 
 STEPS, WARMUP, ROUNDS = 16, 4, 5
 
@@ -38,7 +39,7 @@ def loader_tokens_per_s(loader: DataLoader, batches: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def plain_loop(config: GPTConfig, t: params.TrainParams, batches: list) -> list[float]:
+def plain_loop(config: GPTConfig, t: TrainParams, batches: list) -> list[float]:
     torch.manual_seed(t.seed)
     model = GPT(config)
     optimizer = torch.optim.AdamW(model.optimizer_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
@@ -69,7 +70,7 @@ class StepClock(pl.Callback):
         self.last = now
 
 
-def lightning_loop(config: GPTConfig, t: params.TrainParams, batches: list) -> list[float]:
+def lightning_loop(config: GPTConfig, t: TrainParams, batches: list) -> list[float]:
     torch.manual_seed(t.seed)
     clock = StepClock()
     trainer = pl.Trainer(
@@ -91,7 +92,7 @@ def lightning_loop(config: GPTConfig, t: params.TrainParams, batches: list) -> l
 
 
 def main() -> None:
-    p = params.load()
+    p = load_params()
     t = replace(p.train, optimizer="adamw")  # the plain loop below is AdamW: like against like
     torch.set_num_threads(t.num_threads)
     vocab = spm.SentencePieceProcessor(model_file=str(REPO / "data/tokenizer/spm.model")).get_piece_size()
@@ -106,7 +107,7 @@ def main() -> None:
         lightning.append(statistics.median(lightning_loop(config, t, batches)))
         ratios.append(lightning[-1] / plain[-1])
     step_plain, step_lightning = statistics.median(plain), statistics.median(lightning)
-    tokens_per_step = data.tokens_per_step(t, config.block_size, world_size=1)
+    tokens_per_step = windows.tokens_per_step(t, config.block_size, world_size=1)
     results = {
         "loader_tokens_per_s": loader_rate,
         "train_tokens_per_s": tokens_per_step / step_lightning,

@@ -2,14 +2,16 @@
 
 import argparse
 
-from pipeline import cli, download, params
+from pipeline.config.load import load_params
+from pipeline.core import cli
+from pipeline.ingest import download
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("key", help="a key of data.shards in params.yaml, e.g. 00 or val")
     args = ap.parse_args()
-    download.run_stage(params.load(), args.key)
+    download.run_stage(load_params(), args.key)
 
 
 if __name__ == "__main__":

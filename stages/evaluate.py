@@ -2,12 +2,14 @@
 
 import argparse
 
-from pipeline import cli, evaluate, params
+from pipeline.config.load import load_params
+from pipeline.core import cli
+from pipeline.evaluation import evaluate
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    evaluate.run_stage(params.load())
+    evaluate.run_stage(load_params())
 
 
 if __name__ == "__main__":

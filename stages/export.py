@@ -2,12 +2,14 @@
 
 import argparse
 
-from pipeline import cli, export, params
+from pipeline.config.load import load_params
+from pipeline.core import cli
+from pipeline.export import hf
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    export.run_stage(params.load())
+    hf.run_stage(load_params())
 
 
 if __name__ == "__main__":

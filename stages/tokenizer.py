@@ -2,12 +2,14 @@
 
 import argparse
 
-from pipeline import cli, params, tokenizer
+from pipeline.config.load import load_params
+from pipeline.core import cli
+from pipeline.tokenizer import spm_train
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    tokenizer.run_stage(params.load())
+    spm_train.run_stage(load_params())
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 import argparse
 
-from pipeline import cli, params, train
+from pipeline.config.load import load_params
+from pipeline.core import cli
+from pipeline.training import train
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    train.run_stage(params.load())
+    train.run_stage(load_params())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tokenizer
+from pipeline.tokenizer import spm_train
 from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
 
@@ -17,7 +17,7 @@ def small_model(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("tokenizer")
     corpus = work / "corpus.txt"
     corpus.write_text("\n".join(line for text in sample_documents("val") for line in text.split("\n") if line) + "\n")
-    tokenizer.train([corpus], work / "spm", LOSSLESS_FLAGS)
+    spm_train.train([corpus], work / "spm", LOSSLESS_FLAGS)
     return work / "spm.model"
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import zstandard
 
-from pipeline.jsonl import JsonLinesReader, parse_line
-from pipeline.records import PILE_FIELDS
+from pipeline.ingest.jsonl import JsonLinesReader, parse_line
+from pipeline.ingest.records import PILE_FIELDS
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"

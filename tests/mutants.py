@@ -35,19 +35,19 @@ class Mutant:
 MUTANTS = [
     Mutant(
         "exact resume: a resumed run trains only the steps left",
-        "pipeline/train.py",
+        "pipeline/training/train.py",
         (("ckpt_path=resume_from, weights_only=True", "ckpt_path=None, weights_only=True"),),
         ("tests/test_train.py::test_raising_max_steps_continues_the_run_as_if_it_had_never_stopped",),
     ),
     Mutant(
         "stage recovery: a download resumes from its partial file",
-        "pipeline/download.py",
+        "pipeline/ingest/download.py",
         (("offset = part.stat().st_size if part.exists() and state else 0", "offset = 0"),),
         ("tests/test_faults.py::test_a_download_killed_or_interrupted_mid_transfer_resumes_from_its_partial_file",),
     ),
     Mutant(
         "whole or nothing: no partial file ever sits at an output path",
-        "pipeline/corpus.py",
+        "pipeline/tokenizer/corpus.py",
         (("    with files.replacing(output) as (tmp,):\n", "    for tmp in (output,):\n"),),
         (
             "tests/test_faults.py::test_stage_killed_or_interrupted_anywhere_is_finished_by_a_rerun_with_identical_bytes",
@@ -55,25 +55,25 @@ MUTANTS = [
     ),
     Mutant(
         "exact ids: the compiled BPE gives SentencePiece's ids (a run of unknown characters is one piece)",
-        "pipeline/compiled_bpe.py",
+        "pipeline/encode/compiled_bpe.py",
         (("if not (unknown and after_unknown):", "if True:"),),
         ("tests/test_word_cache.py::test_generated_words_and_texts_get_sentencepieces_ids",),
     ),
     Mutant(
         "stale deps: every module a stage runs is one of its dvc.yaml deps",
         "dvc.yaml",
-        (("        - pipeline/compiled_bpe.py\n", ""),),
+        (("        - pipeline/encode/compiled_bpe.py\n", ""),),
         ("tests/test_deps.py::test_every_module_a_stage_runs_is_in_its_deps_and_no_other",),
     ),
     Mutant(
         "bad input refused: a bad record stops pretokenize, naming the file and line",
-        "pipeline/pretokenize.py",
+        "pipeline/encode/pretokenize.py",
         (('if on_bad_record == "error":', "if False:"),),
         ("tests/test_pretokenize.py::test_bad_record_names_file_and_line_and_leaves_no_output",),
     ),
     Mutant(
         "a dead worker named: the death of an encoder stops the stage",
-        "pipeline/workers.py",
+        "pipeline/core/workers.py",
         (("            if process.sentinel in ready:\n", "            if False:\n"),),
         (
             "tests/test_dead_workers.py::test_pretokenize_stops_within_seconds_naming_the_signal_when_a_worker_is_killed",
@@ -81,7 +81,7 @@ MUTANTS = [
     ),
     Mutant(
         "sampling seeded: the seed and the temperature decide the sample",
-        "pipeline/model.py",
+        "pipeline/model/gpt.py",
         (
             (
                 "next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)",
@@ -92,7 +92,7 @@ MUTANTS = [
     ),
     Mutant(
         "a NaN stop keeps the last good checkpoint",
-        "pipeline/lit.py",
+        "pipeline/training/module.py",
         (
             (
                 '            raise PipelineError(\n                f"train: the loss became nan or inf',

@@ -11,8 +11,13 @@ import pytest
 import yaml
 import zstandard
 
-from pipeline import corpus, download, params, pretokenize
-from pipeline.records import UNLABELLED
+from pipeline.config.layout import CORPUS_DIR, STATS_DIR
+from pipeline.config.load import load_params
+from pipeline.config.schema import Params
+from pipeline.encode import pretokenize
+from pipeline.ingest import download
+from pipeline.ingest.records import UNLABELLED
+from pipeline.tokenizer import corpus
 from tests.helpers import REPO
 from tests.test_documents import sample_records
 from tests.test_pretokenize import documents_from_array
@@ -44,7 +49,7 @@ def split_in(records: list, parts: int) -> list[list]:
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
-def prepare(tmp_path, monkeypatch, small_model, preset: str, edit) -> params.Params:
+def prepare(tmp_path, monkeypatch, small_model, preset: str, edit) -> Params:
     """The params file `preset` (a name under presets/, or params.yaml), edited to the miniature's
     shards and pointed at `tmp_path/mirror`, as params.yaml of a working directory with the tokenizer."""
     source = REPO / "params.yaml" if preset == "params.yaml" else REPO / "presets" / f"{preset}.yaml"
@@ -57,10 +62,10 @@ def prepare(tmp_path, monkeypatch, small_model, preset: str, edit) -> params.Par
     shutil.copy(small_model, work / "data/tokenizer/spm.model")
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     monkeypatch.chdir(work)
-    return params.load()
+    return load_params()
 
 
-def run_shard_stages(p: params.Params, keys: list[str]) -> None:
+def run_shard_stages(p: Params, keys: list[str]) -> None:
     for key in keys:
         download.run_stage(p, key)
         pretokenize.run_stage(p, key)
@@ -68,7 +73,7 @@ def run_shard_stages(p: params.Params, keys: list[str]) -> None:
         corpus.run_stage(p, key)
 
 
-def texts_and_groups(p: params.Params, key: str, model) -> tuple[list[str], list[str]]:
+def texts_and_groups(p: Params, key: str, model) -> tuple[list[str], list[str]]:
     texts, index, meta = documents_from_array(p.data.tokens_path(key), model)
     return texts, [meta["groups"][i] for i in index["set_id"]]
 
@@ -92,7 +97,7 @@ def test_fineweb_edu_parquet_files_through_the_stages(tmp_path, monkeypatch, sma
         texts, groups = texts_and_groups(p, key, small_model)
         assert texts == [r["text"] for r in part] and set(groups) == {UNLABELLED}
     assert (p.data.raw_files("val")[0]).read_bytes() == (mirror / "013_00000.parquet").read_bytes()
-    assert (params.CORPUS_DIR / "000.txt").stat().st_size > 0
+    assert (CORPUS_DIR / "000.txt").stat().st_size > 0
 
 
 def test_slimpajama_chunk_files_are_one_shard_each_with_their_groups(tmp_path, monkeypatch, small_model):
@@ -125,7 +130,7 @@ def test_slimpajama_chunk_files_are_one_shard_each_with_their_groups(tmp_path, m
         texts, groups = texts_and_groups(p, key, small_model)
         assert texts == [r["text"] for r in part]
         assert groups == [r["meta"]["redpajama_set_name"] for r in part]
-    stats = json.loads((params.STATS_DIR / "download/chunk1.json").read_text())
+    stats = json.loads((STATS_DIR / "download/chunk1.json").read_text())
     assert [f["file"] for f in stats["files"]] == [f"train/chunk1/example_train_{n}.jsonl.zst" for n in range(4)]
 
 

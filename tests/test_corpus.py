@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import corpus
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.tokenizer import corpus
 from tests.helpers import doc, write_shard
 
 

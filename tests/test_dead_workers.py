@@ -20,16 +20,18 @@ DEADLINE_S = 60  # a hang is what this guards against: a stage still running aft
 PRETOKENIZE = """
 import sys
 from pathlib import Path
-from pipeline import cli, pretokenize
-from pipeline.params import PretokenizeParams
+from pipeline.core import cli
+from pipeline.encode import pretokenize
+from pipeline.config.schema import PretokenizeParams
 raw, model, out = map(Path, sys.argv[1:4])
 cli.run(lambda: pretokenize.run([raw], model, out, PretokenizeParams(workers=2)))
 """
 TRAIN_TOKENIZER = """
 import json, sys
 from pathlib import Path
-from pipeline import cli, tokenizer
-cli.run(lambda: tokenizer.train([Path(sys.argv[1])], Path(sys.argv[2]), json.loads(sys.argv[3])))
+from pipeline.core import cli
+from pipeline.tokenizer import spm_train
+cli.run(lambda: spm_train.train([Path(sys.argv[1])], Path(sys.argv[2]), json.loads(sys.argv[3])))
 """
 
 

@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline import documents, pretokenize
-from pipeline.errors import PipelineError
-from pipeline.params import PretokenizeParams
-from pipeline.records import UNLABELLED, Fields
+from pipeline.config.schema import PretokenizeParams
+from pipeline.core.errors import PipelineError
+from pipeline.encode import pretokenize
+from pipeline.ingest import documents
+from pipeline.ingest.records import UNLABELLED, Fields
 from tests.helpers import SAMPLE, write_shard
 
 TWO = PretokenizeParams(workers=2, batch_bytes=50_000)

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from pipeline import download
-from pipeline.errors import PipelineError
-from pipeline.params import DownloadParams
+from pipeline.config.schema import DownloadParams
+from pipeline.core.errors import PipelineError
+from pipeline.ingest import download
 
 BODY = os.urandom(300_000)
 SHA = hashlib.sha256(BODY).hexdigest()

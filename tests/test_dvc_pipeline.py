@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from pipeline import params as params_module
+from pipeline.config.load import load_params
 from tests.helpers import REPO, sample_documents
 from tests.repo import SHARDS, copy_of, edit_params, fresh_copy, run, stages_run
 from tests.test_pretokenize import documents_from_array
@@ -44,7 +44,7 @@ def test_vocab_change_reruns_tokenizer_and_what_depends_on_it_only(built, tmp_pa
     assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == {"tokenizer"}, status
     plan = run(repo, "dvc", "repro", "--dry", "--force-downstream")
     assert stages_run(plan) == {"tokenizer", "train", "export", "evaluate"} | {f"pretokenize@{k}" for k in SHARDS}
-    assert params_module.load(repo / "params.yaml").tokenizer["vocab_size"] == 4000
+    assert load_params(repo / "params.yaml").tokenizer["vocab_size"] == 4000
 
 
 def test_training_logs_to_both_loggers_and_evaluation_reaches_dvc_metrics(built):
@@ -146,7 +146,7 @@ def test_a_preset_plans_every_stage_without_the_network(tmp_path, preset):
     whose outputs later stages need to exist (treeverse/dvc#9021), so both are checked."""
     repo = fresh_copy(tmp_path)
     shutil.copy(repo / f"presets/{preset}.yaml", repo / "params.yaml")
-    p = params_module.load(repo / "params.yaml")
+    p = load_params(repo / "params.yaml")
     keys = list(p.data.shards)
     every = (
         {f"download@{k}" for k in keys}

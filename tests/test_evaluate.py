@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import evaluate, tokens
-from pipeline.model import GPT, GPTConfig
+from pipeline.encode import token_files
+from pipeline.evaluation import evaluate
+from pipeline.model.gpt import GPT, GPTConfig
 
 EOS = 2
 
@@ -18,14 +19,14 @@ def write_tokens(tmp_path, docs, n_bytes, set_ids, names):
     stream = [t for doc in docs for t in doc + [EOS]]
     path = tmp_path / "val.bin"
     np.array(stream, dtype=np.uint16).tofile(path)
-    index = np.zeros(len(docs), dtype=tokens.INDEX_DTYPE)
+    index = np.zeros(len(docs), dtype=token_files.INDEX_DTYPE)
     index["token_offset"] = np.cumsum([0] + [len(d) + 1 for d in docs[:-1]])
     index["n_bytes"], index["set_id"] = n_bytes, set_ids
-    index.tofile(tokens.index_path(path))
-    tokens.metadata_path(path).write_text(
+    index.tofile(token_files.index_path(path))
+    token_files.metadata_path(path).write_text(
         json.dumps(
             {
-                "format": tokens.FORMAT,
+                "format": token_files.FORMAT,
                 "dtype": "uint16",
                 "vocab_size": 50,
                 "n_tokens": len(stream),

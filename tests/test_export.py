@@ -9,10 +9,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import export, pretokenize, sample, tokenizer
-from pipeline.errors import PipelineError
-from pipeline.model import GPT, GPTConfig
-from pipeline.params import PretokenizeParams
+from pipeline.config.schema import PretokenizeParams
+from pipeline.core.errors import PipelineError
+from pipeline.encode import pretokenize
+from pipeline.evaluation import sample
+from pipeline.export import hf
+from pipeline.model.gpt import GPT, GPTConfig
+from pipeline.tokenizer import spm_train
 from tests.helpers import LOSSLESS_FLAGS, SAMPLE, sample_documents
 
 SEED_FLAGS = {  # the seed's normalisation (nmt_nfkc, extra whitespace removed, no byte fallback), small vocabulary
@@ -84,7 +87,7 @@ def make_export(root, model_file, block_size=64, **pieces):
     shutil.copyfile(model_file, model_dir / "tokenizer.model")
     for name in ("val", "test"):
         pretokenize.run([SAMPLE / f"{name}.jsonl.zst"], model_file, tokens_dir / f"{name}.bin", PretokenizeParams())
-    report = export.export(
+    report = hf.export(
         model_dir, root / "hf", tokens_dir / "val.bin", [tokens_dir / "val.bin", tokens_dir / "test.bin"]
     )
     return model_dir, root / "hf", report
@@ -98,7 +101,7 @@ def lossless(small_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def seed_flags(small_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("seed")
-    tokenizer.train([small_model.parent / "corpus.txt"], root / "spm", SEED_FLAGS)
+    spm_train.train([small_model.parent / "corpus.txt"], root / "spm", SEED_FLAGS)
     return make_export(root, root / "spm.model")
 
 
@@ -114,7 +117,7 @@ def monkeypatch_module():
         yield patch
 
 
-def hf(directory):
+def load_hf(directory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(str(directory)).eval(), AutoTokenizer.from_pretrained(str(directory))
@@ -122,8 +125,8 @@ def hf(directory):
 
 def test_the_export_is_a_stock_gpt2_whose_logits_equal_ours(lossless):
     model_dir, hf_dir, report = lossless
-    exported, _ = hf(hf_dir)
-    assert type(exported).__name__ == "GPT2LMHeadModel" and report.logits_max_abs_diff <= export.LOGITS_ATOL
+    exported, _ = load_hf(hf_dir)
+    assert type(exported).__name__ == "GPT2LMHeadModel" and report.logits_max_abs_diff <= hf.LOGITS_ATOL
     ours = GPT.from_pretrained(model_dir)
     ids = np.fromfile(model_dir.parent / "tokens/val.bin", dtype=np.uint16).astype(np.int64)
     rng = np.random.default_rng(0)
@@ -139,7 +142,7 @@ def test_the_export_is_a_stock_gpt2_whose_logits_equal_ours(lossless):
 
 def test_greedy_generation_through_transformers_equals_pile_gpt_sample(lossless):
     model_dir, hf_dir, _ = lossless
-    exported, hf_tokenizer = hf(hf_dir)
+    exported, hf_tokenizer = load_hf(hf_dir)
     processor = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
     for prompt in ("def ", "The Django", "  indented"):
         ids = [processor.eos_id()] + processor.encode(prompt)
@@ -157,7 +160,7 @@ def test_greedy_generation_through_transformers_equals_pile_gpt_sample(lossless)
 @pytest.mark.parametrize("flags", ["lossless", "seed_flags"])
 def test_tokenizer_ids_equal_sentencepiece_on_every_sample_document(flags, request):
     model_dir, hf_dir, report = request.getfixturevalue(flags)
-    _, hf_tokenizer = hf(hf_dir)
+    _, hf_tokenizer = load_hf(hf_dir)
     processor = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
     documents = sample_documents("val") + sample_documents("test")
     assert hf_tokenizer(documents, add_special_tokens=False)["input_ids"] == processor.encode(documents)
@@ -165,7 +168,7 @@ def test_tokenizer_ids_equal_sentencepiece_on_every_sample_document(flags, reque
         assert report.tokenizer.startswith("tokenizer.json (fast")
         assert all(hf_tokenizer.decode(ids) == text for ids, text in zip(processor.encode(documents), documents))
     else:  # nmt_nfkc is not exact in `tokenizers`: the SentencePiece-backed class, and the summary says why
-        assert export.SENTENCEPIECE_CLASS in report.tokenizer and "nmt_nfkc" in report.tokenizer
+        assert hf.SENTENCEPIECE_CLASS in report.tokenizer and "nmt_nfkc" in report.tokenizer
     assert hf_tokenizer.eos_token == "<|endoftext|>" and hf_tokenizer.pad_token == "[PAD]"
     assert hf_tokenizer.bos_token is None and hf_tokenizer("x")["input_ids"] == processor.encode("x")
 
@@ -187,7 +190,7 @@ _cache: dict = {}
 
 
 def hf_cached(directory):
-    return _cache.setdefault(("hf", str(directory)), hf(directory))
+    return _cache.setdefault(("hf", str(directory)), load_hf(directory))
 
 
 def spm_cached(model_file):
@@ -201,7 +204,7 @@ def test_a_vocabulary_the_model_does_not_have_is_refused(lossless, tmp_path):
     config = (wrong / "config.json").read_text().replace('"vocab_size": 1000', '"vocab_size": 999')
     (wrong / "config.json").write_text(config)
     with pytest.raises(PipelineError, match="1000 pieces, but the model has 999"):
-        export.export(wrong, tmp_path / "hf", model_dir.parent / "tokens/val.bin", [])
+        hf.export(wrong, tmp_path / "hf", model_dir.parent / "tokens/val.bin", [])
     assert not (tmp_path / "hf").exists() and not (tmp_path / "hf.tmp").exists()
 
 
@@ -210,9 +213,9 @@ def test_a_modern_model_exports_as_stock_llama_or_qwen3_with_our_logits_and_gene
     small_model, tmp_path, qk_norm, expected
 ):
     model_dir, hf_dir, report = make_export(tmp_path, small_model, **MODERN, qk_norm=qk_norm)
-    exported, _ = hf(hf_dir)
+    exported, _ = load_hf(hf_dir)
     assert type(exported).__name__ == report.architecture == expected
-    assert report.logits_max_abs_diff <= export.LOGITS_ATOL
+    assert report.logits_max_abs_diff <= hf.LOGITS_ATOL
     ours = GPT.from_pretrained(model_dir)
     ids = np.fromfile(model_dir.parent / "tokens/val.bin", dtype=np.uint16).astype(np.int64)
     x = torch.from_numpy(np.stack([ids[s : s + 64] for s in (0, 999, 5000)]))

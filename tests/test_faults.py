@@ -122,7 +122,7 @@ def stage_process(child: subprocess.Popen) -> psutil.Process | None:
 
 
 def catches_sigterm(pid: int) -> bool:
-    """Whether the process has its own SIGTERM handler: the stage's code has started (pipeline.cli
+    """Whether the process has its own SIGTERM handler: the stage's code has started (pipeline.core.cli
     installs one before any work; Python alone does not)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()

@@ -14,10 +14,10 @@ import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline import pretokenize, tokens
-from pipeline.errors import PipelineError
-from pipeline.jsonl import JsonLinesReader
-from pipeline.params import PretokenizeParams
+from pipeline.config.schema import PretokenizeParams
+from pipeline.core.errors import PipelineError
+from pipeline.encode import pretokenize, token_files
+from pipeline.ingest.jsonl import JsonLinesReader
 from tests.helpers import REPO, child_env, sample_documents, write_shard
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -73,7 +73,7 @@ def shard_of(path: Path, lines, bom: bool, frames: int) -> Path:
 
 def decoded_documents(output: Path, model: Path) -> list[str]:
     processor = spm.SentencePieceProcessor(model_file=str(model))
-    ids, index = tokens.open_tokens(output), tokens.open_index(output)
+    ids, index = token_files.open_tokens(output), token_files.open_index(output)
     ends = np.append(index["token_offset"][1:], len(ids)).astype(np.int64)
     return [processor.decode(ids[start : end - 1].tolist()) for start, end in zip(index["token_offset"], ends)]
 
@@ -195,8 +195,8 @@ def test_a_damaged_shard_through_the_stage_exits_with_a_message_not_a_traceback(
 PEAK = """
 import json, sys
 from pathlib import Path
-from pipeline import pretokenize
-from pipeline.params import PretokenizeParams
+from pipeline.encode import pretokenize
+from pipeline.config.schema import PretokenizeParams
 meta = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=1))
 # VmHWM, not ru_maxrss: exec keeps the parent's
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))

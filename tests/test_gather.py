@@ -5,8 +5,8 @@ import subprocess
 import pytest
 import yaml
 
-from pipeline import gather
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.ops import gather
 from tests.helpers import child_env
 
 

@@ -5,10 +5,10 @@ import json
 import pytest
 import zstandard
 
-from pipeline import jsonl
-from pipeline.errors import PipelineError
-from pipeline.jsonl import JsonLinesReader, parse_line
-from pipeline.records import PILE_FIELDS, UNLABELLED, BadRecord
+from pipeline.core.errors import PipelineError
+from pipeline.ingest import jsonl
+from pipeline.ingest.jsonl import JsonLinesReader, parse_line
+from pipeline.ingest.records import PILE_FIELDS, UNLABELLED, BadRecord
 from tests.helpers import doc, write_shard
 
 

@@ -1,7 +1,7 @@
 """The Lightning module's pure parts: the learning-rate schedule and when the loss is checked."""
 
-from pipeline.lit import is_report_step
-from pipeline.params import TrainParams
+from pipeline.config.schema import TrainParams
+from pipeline.training.module import is_report_step
 
 
 def test_the_finite_loss_check_waits_for_the_device_only_where_something_is_written():

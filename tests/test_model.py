@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from pipeline.lit import lr_factor
-from pipeline.model import GPT, GPTConfig, rope_tables, rotate
-from pipeline.params import TrainParams
+from pipeline.config.schema import TrainParams
+from pipeline.model.gpt import GPT, GPTConfig, rope_tables, rotate
+from pipeline.training.module import lr_factor
 from tests.helpers import REPO
 
 CONFIG = GPTConfig(vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=32)
@@ -151,7 +151,7 @@ def test_untied_head_and_swiglu_width_and_their_flops():
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
-    from pipeline.lit import MuonWithAdamW
+    from pipeline.training.optimizers import MuonWithAdamW
 
     model = variant("modern")
     optimizer = MuonWithAdamW(model, TrainParams(optimizer="muon", lr=0.003, muon_lr=0.02))
@@ -173,7 +173,7 @@ FSDP_CHECK = """
 import json, os, socket, sys, dataclasses, torch, torch.distributed as dist
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-from pipeline.model import GPT, Block
+from pipeline.model.gpt import GPT, Block
 from tests.test_model import CONFIG, VARIANTS
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

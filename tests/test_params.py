@@ -3,8 +3,11 @@
 import pytest
 import yaml
 
-from pipeline import params, tokenizer
-from pipeline.errors import PipelineError
+from pipeline.config.layout import RAW_DIR, TOKENS_DIR
+from pipeline.config.load import load_params
+from pipeline.config.schema import Params, Shard
+from pipeline.core.errors import PipelineError
+from pipeline.tokenizer import spm_train
 from tests.helpers import REPO
 
 ORIGINAL_COMMAND = (
@@ -14,12 +17,12 @@ ORIGINAL_COMMAND = (
 )
 
 
-def load_with(tmp_path, edit) -> params.Params:
+def load_with(tmp_path, edit) -> Params:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     edit(raw)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return params.load(path)
+    return load_params(path)
 
 
 def expect_error(tmp_path, edit, *fragments):
@@ -31,14 +34,14 @@ def expect_error(tmp_path, edit, *fragments):
 
 @pytest.mark.parametrize("name", ["params.yaml", "presets/pile.yaml", "presets/pile-original.yaml"])
 def test_sample_params_and_presets_load(name):
-    p = params.load(REPO / name)
+    p = load_params(REPO / name)
     assert p.corpus.shards and set(p.corpus.shards) <= set(p.data.keys("train"))
     assert {"val", "test"} <= set(p.data.shards)
 
 
 def test_pile_presets_hold_every_original_file():
     for name in ("pile.yaml", "pile-original.yaml"):
-        p = params.load(REPO / "presets" / name)
+        p = load_params(REPO / "presets" / name)
         assert sorted(s.path for s in p.data.shards.values()) == sorted(
             [f"train/{i:02d}" for i in range(30)] + ["val", "test"]
         )
@@ -50,7 +53,7 @@ def test_the_original_pile_preset_holds_the_published_checksums():
     if not published_file.is_file():
         pytest.skip(f"{published_file} is absent: the published checksums are not on this machine")
     rows = [line.split("\t") for line in published_file.read_text().splitlines()[1:] if line]
-    original = params.load(REPO / "presets" / "pile-original.yaml")
+    original = load_params(REPO / "presets" / "pile-original.yaml")
     assert {s.path + ".jsonl.zst": s.sha256 for s in original.data.shards.values()} == {r[0]: r[2] for r in rows}
 
 
@@ -68,7 +71,7 @@ def leaves(tree: dict, prefix: str = "") -> list[str]:
 REQUIRED = [
     dotted
     for dotted in leaves(yaml.safe_load((REPO / "params.yaml").read_text()))
-    if not (dotted.startswith("data.shards.") and dotted.rsplit(".", 1)[1] in params.Shard.OPTIONAL)
+    if not (dotted.startswith("data.shards.") and dotted.rsplit(".", 1)[1] in Shard.OPTIONAL)
 ]
 
 
@@ -159,7 +162,7 @@ def test_original_spm_train_command_is_expressible_in_params(tmp_path):
         raw["corpus"]["max_lines"] = 100_000_000
 
     p = load_with(tmp_path, original)
-    rendered = tokenizer.command_line(
+    rendered = spm_train.command_line(
         {k: v for k, v in p.tokenizer.items() if k != "max_sentence_length"}, "tokenizer.train.text", "50000"
     )
     assert sorted(rendered.split()[1:]) == sorted(
@@ -180,14 +183,14 @@ def test_a_shard_path_names_its_format_and_means_jsonl_zst_without_one(tmp_path)
 
     p = load_with(tmp_path, shards)
     assert p.data.shard("00").files() == ["train/00.jsonl.zst"]  # the Pile's params, unchanged
-    assert p.data.raw_files("00") == [params.RAW_DIR / "00" / "train/00.jsonl.zst"]
+    assert p.data.raw_files("00") == [RAW_DIR / "00" / "train/00.jsonl.zst"]
     assert p.data.shard("web").files() == ["sample/10BT/000_00000.parquet"]
     assert p.data.shard("gz").files() == ["v1/books-0000.jsonl.gz"]
     assert p.data.shard("dclm").files() == [
         "global-shard_01_of_10/local-shard_0_of_10/shard_00000003_processed.jsonl.zstd",
         "global-shard_01_of_10/local-shard_0_of_10/shard_00000004_processed.jsonl.zstd",
     ]
-    assert p.data.tokens_path("dclm") == params.TOKENS_DIR / "dclm.bin"
+    assert p.data.tokens_path("dclm") == TOKENS_DIR / "dclm.bin"
     assert sorted(p.data.keys("train")) == ["00", "01", "dclm", "gz", "web"] and p.data.keys("test") == ["test"]
 
 

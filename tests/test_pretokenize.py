@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from pipeline import pretokenize, tokenizer, tokens
-from pipeline.errors import PipelineError
-from pipeline.params import PretokenizeParams
+from pipeline.config.schema import PretokenizeParams
+from pipeline.core.errors import PipelineError
+from pipeline.encode import pretokenize, token_files
+from pipeline.tokenizer import spm_train
 from tests.helpers import LOSSLESS_FLAGS, SAMPLE, doc, sample_documents, write_shard
 
 ONE = PretokenizeParams(workers=1, batch_bytes=50_000)
@@ -17,8 +18,8 @@ TWO = PretokenizeParams(workers=2, batch_bytes=50_000)
 
 def documents_from_array(bin_path, model):
     """Cut the array at the index's offsets; check each document ends with the separator."""
-    meta = tokens.read_metadata(bin_path)
-    ids, index = tokens.open_tokens(bin_path), tokens.open_index(bin_path)
+    meta = token_files.read_metadata(bin_path)
+    ids, index = token_files.open_tokens(bin_path), token_files.open_index(bin_path)
     ends = list(index["token_offset"][1:]) + [len(ids)]
     processor = spm.SentencePieceProcessor(model_file=str(model))
     texts = []
@@ -56,8 +57,8 @@ def test_every_encoder_path_writes_sentencepieces_ids_and_the_summary_names_it(s
     plain encode (a model whose pieces span words) write the same arrays as plain `encode` would."""
     corpus = small_model.parent / "corpus.txt"
     snowman, spans = tmp_path / "snowman", tmp_path / "spans"
-    tokenizer.train([corpus], snowman / "spm", {**LOSSLESS_FLAGS, "user_defined_symbols": ["☃☃"]})
-    tokenizer.train([corpus], spans / "spm", {**LOSSLESS_FLAGS, "split_by_whitespace": False})
+    spm_train.train([corpus], snowman / "spm", {**LOSSLESS_FLAGS, "user_defined_symbols": ["☃☃"]})
+    spm_train.train([corpus], spans / "spm", {**LOSSLESS_FLAGS, "split_by_whitespace": False})
     texts = sample_documents("test")[:60] + ["☃☃☃ snow☃☃man", "", "日本語"]
     raw = write_shard(tmp_path / "docs.jsonl.zst", [doc(t) for t in texts])
     paths = {}
@@ -66,7 +67,7 @@ def test_every_encoder_path_writes_sentencepieces_ids_and_the_summary_names_it(s
         meta = pretokenize.run([raw], model, out, TWO)
         eos = meta["eos_id"]
         expected = [i for ids in spm.SentencePieceProcessor(model_file=str(model)).encode(texts) for i in ids + [eos]]
-        assert tokens.open_tokens(out).tolist() == expected
+        assert token_files.open_tokens(out).tolist() == expected
         paths[model.parent.name] = meta["encoder"]
     assert paths[small_model.parent.name].startswith("compiled BPE (")
     assert paths["snowman"].startswith("word cache with SentencePiece's BPE (")
@@ -104,15 +105,15 @@ def test_truncated_shard_names_file_and_leaves_no_array(small_model, tmp_path):
 
 def test_vocabulary_too_large_for_the_dtype_is_refused():
     with pytest.raises(PipelineError, match="70,000 pieces do not fit uint16.*pretokenize.dtype: uint32"):
-        tokens.check_dtype_fits(70_000, "uint16", "spm.model")
-    tokens.check_dtype_fits(65_536, "uint16", "spm.model")
+        token_files.check_dtype_fits(70_000, "uint16", "spm.model")
+    token_files.check_dtype_fits(65_536, "uint16", "spm.model")
 
 
 def test_tokenizer_without_a_separator_is_refused_before_any_work(tmp_path, small_model):
-    from pipeline import tokenizer
+    from pipeline.tokenizer import spm_train
     from tests.helpers import LOSSLESS_FLAGS
 
-    tokenizer.train([small_model.parent / "corpus.txt"], tmp_path / "noeos", {**LOSSLESS_FLAGS, "eos_id": -1})
+    spm_train.train([small_model.parent / "corpus.txt"], tmp_path / "noeos", {**LOSSLESS_FLAGS, "eos_id": -1})
     with pytest.raises(PipelineError, match="no eos piece .* bleed"):
         pretokenize.run([SAMPLE / "val.jsonl.zst"], tmp_path / "noeos.model", tmp_path / "val.bin", ONE)
     assert not (tmp_path / "val.bin").exists()
@@ -124,4 +125,4 @@ def test_damaged_array_is_detected_against_its_metadata(small_model, tmp_path):
     with open(out, "ab") as f:
         f.write(b"\0\0")
     with pytest.raises(PipelineError, match="metadata says"):
-        tokens.open_tokens(out)
+        token_files.open_tokens(out)

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline import pretokenize
-from pipeline.model import GPT, GPTConfig
-from pipeline.params import PretokenizeParams
+from pipeline.config.schema import PretokenizeParams
+from pipeline.encode import pretokenize
+from pipeline.model.gpt import GPT, GPTConfig
 from tests.helpers import REPO, SAMPLE, child_env, doc, write_shard
 
 pytestmark = pytest.mark.slow  # the real Lightning Trainer, trainings of seconds to a minute each

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sentencepiece import sentencepiece_model_pb2
 
-from pipeline import compiled_bpe, spm_pieces, tokenizer, word_cache
-from pipeline.word_cache import WordCacheEncoder
+from pipeline.encode import compiled_bpe, encoder
+from pipeline.encode.encoder import WordCacheEncoder
+from pipeline.tokenizer import pieces, spm_train
 from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
 SEED_FLAGS = {
@@ -51,7 +52,7 @@ def corpus(small_model):
 
 
 def train(corpus, out_dir, flags):
-    tokenizer.train([corpus], out_dir / "spm", flags)
+    spm_train.train([corpus], out_dir / "spm", flags)
     return out_dir / "spm.model"
 
 
@@ -92,8 +93,8 @@ def edited(model: Path, out: Path, change) -> Path:
 
 def splits(proto) -> dict[str, int]:
     """How many ways each mergeable piece splits into two mergeable pieces."""
-    ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in spm_pieces.MERGEABLE}
-    return {name: len(spm_pieces.two_piece_splits(name, ids)) for name in ids}
+    ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in pieces.MERGEABLE}
+    return {name: len(pieces.two_piece_splits(name, ids)) for name in ids}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def unused_model(small_model, tmp_path_factory):
         one_way = [name for name, n in splits(proto).items() if n == 1 and len(name) > 2]
         for piece in proto.pieces:
             if piece.piece in one_way[::5]:
-                piece.type = spm_pieces.SentencePiece.UNUSED
+                piece.type = pieces.SentencePiece.UNUSED
 
     return edited(small_model, tmp_path_factory.mktemp("unused") / "spm.model", mark)
 
@@ -175,9 +176,9 @@ def test_the_trained_models_exercise_what_they_are_for(bytes_model, unknowns_mod
     assert "ing" in user.encode("thing going", out_type=str)
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(unused_model.read_bytes())
-    unused = {p.piece for p in proto.pieces if p.type == spm_pieces.SentencePiece.UNUSED}
-    pieces = spm.SentencePieceProcessor(model_file=str(unused_model)).encode(text, out_type=str)
-    assert len(unused) > 10 and not unused & set(pieces)
+    unused = {p.piece for p in proto.pieces if p.type == pieces.SentencePiece.UNUSED}
+    encoded = spm.SentencePieceProcessor(model_file=str(unused_model)).encode(text, out_type=str)
+    assert len(unused) > 10 and not unused & set(encoded)
 
 
 def test_a_cache_that_fills_up_is_cleared_and_stays_exact(small_model):
@@ -207,7 +208,7 @@ def test_an_unused_piece_that_splits_two_ways_falls_back_to_plain_encoding(small
 
     def mark(proto):
         two_ways = next(name for name, n in splits(proto).items() if n > 1)
-        next(p for p in proto.pieces if p.piece == two_ways).type = spm_pieces.SentencePiece.UNUSED
+        next(p for p in proto.pieces if p.piece == two_ways).type = pieces.SentencePiece.UNUSED
 
     model = edited(small_model, tmp_path / "spm.model", mark)
     encoder = assert_same_ids(model, sample_documents("test")[:50])
@@ -229,13 +230,13 @@ def test_long_texts_encoded_a_slice_of_words_at_a_time_keep_the_same_ids(
 ):
     """A text of tens of MB is cut between words to bound memory; tiny slices here cut everywhere."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(word_cache, "SEGMENT_CHARS", segment_chars)
+        patch.setattr(encoder, "SEGMENT_CHARS", segment_chars)
         assert_same_ids(seed_model if seed_flags else small_model, texts, batch=3, compiled=compiled)
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "sentencepiece-bpe"])
 def test_a_long_sample_document_is_cut_into_slices_with_the_same_ids(small_model, monkeypatch, compiled):
-    monkeypatch.setattr(word_cache, "SEGMENT_CHARS", 1000)
+    monkeypatch.setattr(encoder, "SEGMENT_CHARS", 1000)
     assert_same_ids(small_model, ["\n".join(sample_documents("val")[:200])], compiled=compiled)
 
 

@@ -1,0 +1,250 @@
+"""params.yaml's sections as typed dataclasses; every field's docstring is its documentation.
+
+Declarations only: every field must be in the params file (pipeline.config.load refuses a missing
+one), so no default written here decides an output."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pipeline.config.formats import DEFAULT_SUFFIX, format_suffix
+from pipeline.config.layout import RAW_DIR, TOKENS_DIR
+from pipeline.core.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One DVC stage's worth of a corpus: a file on the mirror, or a numbered run of files.
+
+    Only `path` must be given; the other fields' absence has a fixed meaning, so today's params and
+    presets stay valid."""
+
+    path: str
+    """Path under the mirror root, ending in one of FORMATS (`sample/10BT/000_00000.parquet`);
+    without one it means `.jsonl.zst` (`train/07` is train/07.jsonl.zst). With `numbers`, a pattern whose `{}`
+    (or `{:08d}`) takes each number: `train/chunk1/example_train_{}.jsonl.zst`."""
+    sha256: str | None = None
+    """Expected sha256 of the file; a download that does not match is deleted. Only for a single file."""
+    numbers: tuple[int, ...] | None = None
+    """[first, stop): this key covers the files path.format(n) for n in range(first, stop), one stage for all."""
+    split: Literal["train", "val", "test"] | None = None
+    """What the shard is for; absent: `val` or `test` for the keys of those names, `train` for every other key."""
+    group: str | None = None
+    """A training shard's group in train.mixture; absent: `train`."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sha256", "numbers", "split", "group"})
+
+    def role(self, key: str) -> str:
+        """`train`, `val` or `test`."""
+        return self.split or (key if key in ("val", "test") else "train")
+
+    def files(self) -> list[str]:
+        """The files under the mirror root, in order, with their format suffix."""
+        names = [self.path.format(n) for n in range(*self.numbers)] if self.numbers else [self.path]
+        return [name if format_suffix(name) else name + DEFAULT_SUFFIX for name in names]
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    """Mirror root: a local directory, file://..., or http(s)://... holding the files of data.shards."""
+    shards: dict[str, Shard]
+    """Stage key (download@KEY, pretokenize@KEY) -> its file(s); the key names the outputs."""
+    text_field: str = "text"
+    """Dotted path of a document's text in a JSON record or parquet (struct) column."""
+    group_field: str | None = "meta.pile_set_name"
+    """Dotted path of a document's group, which evaluation reports bits per byte by; null: no groups."""
+    on_bad_record: Literal["error", "skip"] = "error"
+    """What a malformed record does in every stage that reads shards: stop with its file and line, or
+    skip it and count it by kind in the stage's stats."""
+
+    def raw_files(self, key: str) -> list[Path]:
+        """The key's downloaded files, in order: data/raw/KEY/<path on the mirror>."""
+        return [RAW_DIR / key / name for name in self.shard(key).files()]
+
+    def tokens_path(self, key: str) -> Path:
+        return TOKENS_DIR / f"{key}.bin"
+
+    def keys(self, role: str) -> list[str]:
+        """The keys of the shards for `train`, `val` or `test`, in the order of data.shards."""
+        return [key for key, shard in self.shards.items() if shard.role(key) == role]
+
+    def shard(self, key: str) -> Shard:
+        if key not in self.shards:
+            raise PipelineError(f"params.yaml: data.shards has no entry {key!r} (known: {', '.join(self.shards)})")
+        return self.shards[key]
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    retries: int = 8
+    """Attempts after a 5xx, 429, timeout or dropped connection before giving up."""
+    backoff_s: float = 1.0
+    """Wait before the first retry; it doubles each time, capped at 60 s (a Retry-After header wins)."""
+    timeout_s: float = 60.0
+    """Seconds without a byte from the server before the connection counts as dropped."""
+    auth_token_env: str = "HF_TOKEN"
+    """Environment variable whose value, when set, is sent as `Authorization: Bearer ...` (never logged)."""
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    shards: tuple[str, ...]
+    """Train shard keys whose text trains the tokenizer (the original setup used 11 and 22)."""
+    max_lines: int = 1_000_000
+    """Most lines in the tokenizer corpus, over all shards; SentencePiece then loads them all."""
+    seed: int = 1234
+    """Seed of the line sample, so the same shards and params give the same corpus."""
+
+
+@dataclass(frozen=True)
+class PretokenizeParams:
+    workers: int = 0
+    """Encoder processes; one shard's documents are spread over them in order. 0: every usable core."""
+    dtype: Literal["uint16", "uint32"] = "uint16"
+    """Token dtype on disk; uint16 holds vocabularies up to 65,536 pieces."""
+    batch_bytes: int = 1 << 20
+    """Text per batch sent to a worker: large enough to amortise the hand-off, small for memory."""
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The GPT's shape; pipeline.model.gpt.GPTConfig adds vocab_size, which comes from the tokenizer."""
+
+    block_size: int = 256
+    """Context length in tokens."""
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block; n_embd must divide by it."""
+    n_embd: int = 128
+    """Width of the residual stream."""
+    dropout: float = 0.0
+    """Dropout on attention weights and residual branches; 0 for pretraining, as in nanoGPT."""
+    bias: bool = False
+    """Biases in Linear and LayerNorm layers; without is slightly better and faster."""
+    vocab_multiple: int = 64
+    """Pad the embedding to a multiple of this so matmuls hit tensor-core-friendly sizes."""
+    arch: Literal["gpt2", "modern"] = "gpt2"
+    """gpt2: GPT-2 exactly (the pieces below at their GPT-2 values, checked); modern: the pieces are free
+    to choose, one at a time, and there are no biases."""
+    position: Literal["learned", "rope"] = "learned"
+    """Where a token is: a learned table added to the input (GPT-2), or rotary embeddings turning queries
+    and keys in every layer (RoPE: relative positions)."""
+    rope_theta: float = 10000.0
+    """RoPE's base: the slowest of its rotations has this period in tokens (times 2 pi)."""
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """LayerNorm (GPT-2) or RMSNorm (no mean subtraction, no shift: cheaper, as good)."""
+    mlp: Literal["gelu", "swiglu", "relu2"] = "gelu"
+    """gelu: 4x wide, GELU (GPT-2); swiglu: gated SiLU, 8/3x wide (rounded up to 32) for the same
+    parameters; relu2: 4x wide, ReLU squared (modded-nanogpt)."""
+    qk_norm: bool = False
+    """RMSNorm on each head's queries and keys before attention: bounded attention logits, steadier
+    at high learning rates."""
+    tie_embeddings: bool = True
+    """One matrix reads and writes tokens (GPT-2); False gives the output head its own."""
+
+
+@dataclass(frozen=True)
+class WandbParams:
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    """offline writes ./wandb/offline-run-* for a later `wandb sync`; online needs WANDB_API_KEY."""
+    project: str = "pile-gpt"
+    """W&B project name."""
+    entity: str | None = None
+    """W&B team or user; None uses the key's default."""
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seed: int = 1337
+    """Seeds the weights and the order of training windows."""
+    mixture: dict[str, float] | None = None
+    """Weight of each group of training shards (a shard's `group`, default `train`), e.g. {web: 0.7,
+    code: 0.3}; every stretch of samples holds each group in its share. None: every training window
+    alike, so each shard in proportion to its tokens."""
+    batch_size: int = 16
+    """Sequences per device per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step; one step sees batch_size x grad_accum x devices sequences."""
+    max_steps: int = 1000
+    """Optimizer steps to train for; raising it later resumes and continues the same run."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW on every weight. muon: Muon (momentum, then each update orthogonalised by
+    Newton-Schulz) on the blocks' 2-D matrices, AdamW on embeddings, head, gains and biases."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW (with muon: AdamW's share), reached at the end of warm-up."""
+    muon_lr: float = 0.02
+    """Peak learning rate of Muon's matrices (train.optimizer: muon); the same schedule as lr."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum."""
+    min_lr: float = 1e-4
+    """Learning rate at and after the end of the cosine decay."""
+    warmup_steps: int = 100
+    """Steps of linear warm-up from 0 to lr."""
+    decay_steps: int = 1000
+    """Step at which the cosine reaches min_lr; kept in params so a resume cannot change the schedule."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices; biases and LayerNorm gains get none."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    """32-true on CPU (bf16 is ~9x slower there); bf16-mixed on GPUs that have it."""
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    """Lightning accelerator."""
+    devices: int = 1
+    """Devices per node; -1 uses every visible one."""
+    num_nodes: int = 1
+    """Machines; launch with torchrun or SLURM's srun (README)."""
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed_stage_2"] = "auto"
+    """Lightning strategy; deepspeed_stage_2 needs the `deepspeed` extra."""
+    compile: bool = False
+    """torch.compile the model in place (checkpoint keys stay loadable)."""
+    val_check_interval: int = 100
+    """Validate every this many optimizer steps."""
+    val_windows: int = 64
+    """Validation windows read from val.bin, the same fixed set every time."""
+    checkpoint_every: int = 100
+    """Write the `last` checkpoint every this many steps (and keep the best by validation loss)."""
+    log_every: int = 10
+    """Log loss, learning rate, tokens/s and MFU every this many steps."""
+    resume: Literal["auto", "never"] = "auto"
+    """auto: continue from data/model/checkpoints/last.ckpt when it belongs to these params."""
+    num_threads: int = 0
+    """torch CPU threads; 0 leaves torch's default."""
+    num_workers: int = 1
+    """DataLoader worker processes."""
+    peak_flops: float | None = None
+    """Peak FLOP/s of one device for MFU; None looks the GPU up in a table (no MFU on CPU)."""
+    wandb: WandbParams = WandbParams()
+    """Weights & Biases logging."""
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 16
+    """Windows of block_size tokens per forward pass."""
+    splits: tuple[str, ...] = ("val", "test")
+    """Shard keys evaluated in full (loss, perplexity, bits per byte, per group)."""
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    download: DownloadParams
+    corpus: CorpusParams
+    tokenizer: dict[str, Any]
+    """SentencePiece trainer flags under their own names, passed through verbatim."""
+    pretokenize: PretokenizeParams
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @property
+    def max_sentence_length(self) -> int:
+        """Longest corpus line in bytes: SentencePiece skips longer ones, so the corpus splits them."""
+        return self.tokenizer["max_sentence_length"]

@@ -1,0 +1,149 @@
+"""EleutherAI's lm-evaluation-harness on the exported model, offline, on our own held-out documents.
+
+For each split (evaluate.splits) and each group in it (data.group_field), a local task is written: a
+JSON Lines file of the documents and a task file (`loglikelihood_rolling`, metric `bits_per_byte`).
+`lm_eval --model hf` then scores `data/model/hf` on them with `--include_path`. A split's overall
+bits per byte is the byte-weighted mean of its groups' (the harness's own aggregation of a group
+weighs tasks by documents, not bytes). Standard harness tasks (hellaswag, lambada_openai, ...) are
+passed through by name, for machines with network access or a local datasets cache.
+
+Why its numbers differ slightly from the evaluate stage's: the harness scores each document alone
+(its first token predicted from the separator, then rolling windows of block_size within it), while
+evaluate reads the token stream as it was trained on, windows running across documents, and also
+scores the separator that ends each document.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.config.layout import METRICS_DIR, MODEL_DIR
+from pipeline.config.schema import Params
+from pipeline.core import files, progress
+from pipeline.core.errors import PipelineError, describe_exit
+from pipeline.ingest import documents
+from pipeline.ingest.records import Fields
+
+HARNESS_METRICS = METRICS_DIR / "harness.json"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def task_name(split: str, group: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", group.lower()).strip("_") or "none"
+    return f"pile_gpt_{split}__{slug}"
+
+
+def write_tasks(p: Params, splits: list[str], directory: Path) -> dict[str, dict]:
+    """The local tasks: task name -> {split, group, bytes, docs}."""
+    tasks: dict[str, dict] = {}
+    for split in splits:
+        raw = p.data.raw_files(split)
+        missing = [path for path in raw if not path.exists()]
+        if missing:
+            raise PipelineError(
+                f"{missing[0]}: missing; run `dvc repro download@{split}` (or `dvc pull download@{split}`)"
+            )
+        by_group: dict[str, list[str]] = defaultdict(list)
+        fields = Fields(p.data.text_field, p.data.group_field)
+        for path in raw:
+            # bad records are skipped: the pretokenize stage counted them, and evaluate never saw them either
+            for record in documents.records(path, fields, "skip"):
+                by_group[record.group].append(record.text)
+        for group, texts in sorted(by_group.items()):
+            name = task_name(split, group)
+            data = directory / f"{name}.jsonl"
+            data.write_text("".join(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in texts))
+            (directory / f"{name}.yaml").write_text(
+                f"task: {name}\n"
+                "dataset_path: json\n"
+                f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
+                "test_split: test\n"
+                "output_type: loglikelihood_rolling\n"
+                'doc_to_text: ""\n'
+                'doc_to_target: "{{text}}"\n'
+                "metric_list:\n  - metric: bits_per_byte\n"
+                "metadata:\n  version: 1.0\n"
+            )
+            tasks[name] = {
+                "split": split,
+                "group": group,
+                "docs": len(texts),
+                "bytes": sum(len(text.encode("utf-8")) for text in texts),
+            }
+    return tasks
+
+
+def command(model_dir: Path, task_dir: Path, tasks: list[str], output: Path, batch_size: int) -> list[str]:
+    device = "cuda" if _cuda() else "cpu"
+    return [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model_dir},dtype=float32",
+        "--tasks",
+        ",".join(tasks),
+        "--include_path",
+        str(task_dir),
+        "--device",
+        device,
+        "--batch_size",
+        str(batch_size),
+        "--output_path",
+        str(output),
+    ]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run(
+    p: Params, splits: list[str], standard_tasks: list[str], batch_size: int = 16, model_dir: Path = MODEL_DIR / "hf"
+) -> dict:
+    """Run the harness; write and return {split: {bpb, per_group: {group: bpb}}, tasks: {name: metrics}}."""
+    if not (model_dir / "config.json").exists():
+        raise PipelineError(f"{model_dir}: no exported model; run `dvc repro export` first")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pile-gpt-harness-") as scratch:
+        scratch = Path(scratch)
+        local = write_tasks(p, splits, scratch)
+        argv = command(model_dir, scratch, list(local) + standard_tasks, scratch / "out", batch_size)
+        finished = subprocess.run(argv, env={**os.environ, **OFFLINE}, capture_output=True, text=True)
+        if finished.returncode:
+            tail = "\n".join((finished.stderr or finished.stdout).strip().splitlines()[-15:])
+            raise PipelineError(f"lm_eval ended with {describe_exit(finished.returncode)}:\n{tail}")
+        (result_file,) = sorted((scratch / "out").rglob("results_*.json"))[-1:]
+        scores = json.loads(result_file.read_text())["results"]
+    results: dict = {}
+    for name, task in local.items():
+        bpb = scores[name]["bits_per_byte,none"]
+        split = results.setdefault(task["split"], {"bpb": 0.0, "bytes": 0, "per_group": {}})
+        split["per_group"][task["group"]] = bpb
+        split["bpb"] += bpb * task["bytes"]
+        split["bytes"] += task["bytes"]
+    for split in results.values():
+        split["bpb"] /= split["bytes"]
+    results["tasks"] = {name: {k: v for k, v in scores[name].items() if k != "alias"} for name in standard_tasks}
+    files.write_json_atomic(HARNESS_METRICS, results)
+    rows = {}
+    for split, r in results.items():
+        if split != "tasks":
+            rows[split] = f"{r['bpb']:.4f} bits per byte ({r['bytes']:,} bytes)"
+            rows.update({f"  {split}: {group}": f"{bpb:.4f} bits per byte" for group, bpb in r["per_group"].items()})
+    rows.update({name: json.dumps(values) for name, values in results["tasks"].items()})
+    rows["command"] = " ".join(argv[2:]).replace(str(scratch), "<tasks>")
+    rows["written"] = str(HARNESS_METRICS)
+    rows["time"] = f"{time.monotonic() - started:.0f} s"
+    progress.summary("lm-evaluation-harness", rows)
+    return results

@@ -1,0 +1,120 @@
+"""The LightningModule that wires the GPT to its data: loss, optimizer, learning-rate schedule, and
+the check that the loss stays finite."""
+
+import math
+
+import pytorch_lightning as pl
+import torch
+
+from pipeline.config.schema import TrainParams
+from pipeline.core.errors import PipelineError
+from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
+from pipeline.training.optimizers import MuonWithAdamW
+from pipeline.training.windows import tokens_per_step
+
+
+def lr_factor(step: int, p: TrainParams) -> float:
+    """Linear warm-up to 1, cosine down to min_lr / lr at decay_steps, flat after: a pure function of step."""
+    if step < p.warmup_steps:
+        return (step + 1) / (p.warmup_steps + 1)
+    if step >= p.decay_steps:
+        return p.min_lr / p.lr
+    progress = (step - p.warmup_steps) / max(1, p.decay_steps - p.warmup_steps)
+    return (p.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (p.lr - p.min_lr)) / p.lr
+
+
+def is_report_step(step: int, p: TrainParams) -> bool:
+    """Whether optimizer step `step` (0-based, about to be taken) is one whose result leaves the run:
+    a log line, a checkpoint, a validation or the final weights follow it. Only these steps wait for
+    the device to say whether the loss stayed finite, so ordinary steps cost no host round trip."""
+    after = step + 1
+    return (
+        step % p.log_every == 0
+        or after % p.checkpoint_every == 0
+        or after % p.val_check_interval == 0
+        or after >= p.max_steps
+    )
+
+
+class GPTModule(pl.LightningModule):
+    def __init__(self, config: GPTConfig, train: TrainParams):
+        super().__init__()
+        self.config, self.train_params = config, train
+        self.model = GPT(config)
+        self.flops_per_token = self.model.flops_per_token()
+        self.validated_at: int | None = None  # the step of the latest validation
+        self._finite: torch.Tensor | None = None  # on the device: every loss since the last check was finite
+        self._first_bad_step: torch.Tensor | None = None
+
+    def configure_model(self) -> None:
+        if self.train_params.compile:
+            self.model.compile()  # in place: state-dict keys keep their names
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch  # (b, t) each
+        loss = cross_entropy(self.model(x), y)
+        finite = torch.isfinite(loss.detach())
+        if self._finite is None:
+            self._finite = torch.ones((), dtype=torch.bool, device=loss.device)
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        newly_bad = ~finite & self._finite
+        self._first_bad_step = torch.where(newly_bad, self.global_step, self._first_bad_step)
+        self._finite = self._finite & finite
+        self.log("train/loss", loss)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before a non-finite loss reaches the weights of anything written (see is_report_step);
+        every rank agrees, so all stop together."""
+        if self._finite is None or not is_report_step(self.global_step, self.train_params):
+            return
+        finite = bool(self._finite.item())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            step = int(self._first_bad_step.item()) if not finite else self.global_step
+            raise PipelineError(
+                f"train: the loss became nan or inf at step {step}; stopping. The last good "
+                "checkpoint is untouched: lower train.lr or raise warmup_steps and rerun"
+            )
+        self._finite = None
+
+    def tokens_seen(self) -> int:
+        return self.global_step * tokens_per_step(self.train_params, self.config.block_size, self.trainer.world_size)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", cross_entropy(self.model(x), y), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/tokens", float(self.tokens_seen()), rank_zero_only=True)  # the x of the loss curve
+        self.validated_at = self.global_step
+
+    def configure_optimizers(self):
+        p = self.train_params
+        if p.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(
+                self.model.optimizer_groups(p.weight_decay),
+                lr=p.lr,
+                betas=(p.beta1, p.beta2),
+                fused=self.device.type == "cuda",
+            )
+        else:
+            optimizer = MuonWithAdamW(self.model, p, fused=self.device.type == "cuda")
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, p))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng" in checkpoint:
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            if checkpoint["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matmuls run in under a Lightning precision setting (what the device's peak depends on)."""
+    return torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32

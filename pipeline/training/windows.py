@@ -1,0 +1,277 @@
+"""Training and validation windows over the token arrays, as a LightningDataModule.
+
+Every train array is cut into windows of block_size + 1 tokens (consecutive windows share one
+token). The k-th sample of the run, counting from 0 over all devices and steps, is window
+`permute(k mod N)` of epoch k // N: a seeded bijection computed on demand (a Feistel network), so
+nothing of size N is ever built, and
+
+- a resumed run starts at sample global_step * samples_per_step: no batch is replayed or skipped;
+- rank r of W reads samples [base + r*B, base + (r+1)*B) of each micro-step: disjoint across ranks,
+  and the same samples per step for 1 device x 2B as for 2 devices x B;
+- within an epoch, no window repeats.
+
+With train.mixture, training shards are drawn by group (each shard's `group`): which group sample
+k comes from follows a deterministic weighted interleave (Mixture), so every stretch of samples holds
+each group in its share; the i-th sample of a group is window permute(i mod N_g) of that group's
+epoch i // N_g, seeded per group. A group that runs out of windows starts a new epoch alone.
+
+Arrays are memory-mapped lazily in each DataLoader worker and never read whole.
+"""
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.config.schema import Params, TrainParams
+from pipeline.core.errors import PipelineError
+from pipeline.encode import token_files
+
+MASK64 = (1 << 64) - 1
+
+
+def _mix(values: np.ndarray, key: int) -> np.ndarray:
+    """splitmix64's finaliser over uint64 values, keyed: a cheap, well-spread round function."""
+    with np.errstate(over="ignore"):
+        z = values + np.uint64(key & MASK64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=8)
+def _round_keys(seed: int | str, epoch: int, rounds: int = 6) -> list[int]:
+    digest = hashlib.sha256(f"pile-gpt windows {seed} {epoch}".encode()).digest()
+    return [int.from_bytes(digest[4 * i : 4 * i + 4] + digest[24 + i : 28 + i], "little") for i in range(rounds)]
+
+
+def permute(positions: np.ndarray, n: int, seed: int | str, epoch: int) -> np.ndarray:
+    """A seeded permutation of range(n), evaluated at `positions`; a different one each epoch."""
+    half_bits = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    half_mask = np.uint64((1 << half_bits) - 1)
+    keys = _round_keys(seed, epoch)
+    out = np.asarray(positions, dtype=np.uint64).copy()
+    todo = np.ones(out.shape, dtype=bool)
+    while todo.any():  # cycle-walking: re-encrypt values that land outside [0, n); fewer than 4 rounds expected
+        left, right = out[todo] >> np.uint64(half_bits), out[todo] & half_mask
+        for key in keys:
+            left, right = right, left ^ (_mix(right, key) & half_mask)
+        out[todo] = (left << np.uint64(half_bits)) | right
+        todo = out >= np.uint64(n)
+    return out.astype(np.int64)
+
+
+class Windows(Dataset):
+    """Window w of the concatenated arrays -> (x, y), each (block_size,) int64, y shifted by one."""
+
+    def __init__(self, paths: list[Path], block_size: int):
+        self.paths = [Path(p) for p in paths]
+        self.block_size = block_size
+        lengths = [token_files.read_metadata(p)["n_tokens"] for p in self.paths]
+        per_file = np.array([max(0, (n - 1) // block_size) for n in lengths], dtype=np.int64)
+        if per_file.sum() == 0:
+            raise PipelineError(
+                f"{', '.join(map(str, self.paths))}: fewer tokens than one window of "
+                f"{block_size + 1}; lower model.block_size"
+            )
+        self.starts = np.concatenate(([0], np.cumsum(per_file)))
+        self._arrays: list[np.memmap] | None = None  # opened in the worker that first reads
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def window(self, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._arrays is None:
+            self._arrays = [token_files.open_tokens(p) for p in self.paths]
+        f = int(np.searchsorted(self.starts, w, side="right") - 1)
+        offset = (w - int(self.starts[f])) * self.block_size
+        chunk = torch.from_numpy(self._arrays[f][offset : offset + self.block_size + 1].astype(np.int64))
+        return chunk[:-1], chunk[1:]
+
+    __getitem__ = window
+
+
+class ShuffledWindows(Dataset):
+    """Sample k of the run -> its window, through the seeded per-epoch permutation."""
+
+    def __init__(self, windows: Windows, seed: int | str):
+        self.windows, self.seed = windows, seed
+
+    def windows_of(self, ks: list[int]) -> list[int]:
+        n = len(self.windows)
+        ks = np.asarray(ks, dtype=np.int64)
+        out = np.empty_like(ks)
+        for epoch in np.unique(ks // n):  # a batch may straddle two epochs
+            mine = ks // n == epoch
+            out[mine] = permute(ks[mine] % n, n, self.seed, int(epoch))
+        return out.tolist()
+
+    def __getitems__(self, ks: list[int]):
+        """A whole batch at once (DataLoader calls this when it exists): one vectorised permutation."""
+        return [self.windows[w] for w in self.windows_of(ks)]
+
+    def __getitem__(self, k: int):
+        return self.__getitems__([k])[0]
+
+
+class Mixture:
+    """Sample k -> (its group, its rank among that group's samples): a weighted interleave that depends
+    only on k. The groups are split in two, recursively; of the j samples that reach a split, the
+    first half takes L(j) = floor(j * p + 1/2), p being its share of the weight, so every split's count
+    stays within half a sample of its share, and every group's within one sample per level:
+    over 1,000 consecutive samples, a group of 8 is within 0.4% of its weight."""
+
+    def __init__(self, weights: dict[str, float]):
+        self.names = list(weights)
+        self.weights = np.array([weights[name] for name in self.names], dtype=np.float64)
+
+    def _share(self, lo: int, mid: int, hi: int) -> float:
+        return float(self.weights[lo:mid].sum() / self.weights[lo:hi].sum())
+
+    def assign(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(group index, rank within the group) of each global sample index in `ks`."""
+        group, rank = np.empty(len(ks), dtype=np.int64), np.empty(len(ks), dtype=np.int64)
+        self._route(np.asarray(ks, dtype=np.float64), np.arange(len(ks)), 0, len(self.names), group, rank)
+        return group, rank
+
+    def _route(self, j: np.ndarray, where: np.ndarray, lo: int, hi: int, group, rank) -> None:
+        if hi - lo == 1:
+            group[where], rank[where] = lo, j.astype(np.int64)
+            return
+        mid = (lo + hi) // 2
+        share = self._share(lo, mid, hi)
+        before, after = np.floor(j * share + 0.5), np.floor((j + 1) * share + 0.5)
+        first = after > before
+        self._route(before[first], where[first], lo, mid, group, rank)
+        self._route((j - before)[~first], where[~first], mid, hi, group, rank)
+
+    def counts(self, k: int) -> dict[str, int]:
+        """How many of the first k samples each group holds."""
+        out: dict[str, int] = {}
+
+        def split(n: int, lo: int, hi: int) -> None:
+            if hi - lo == 1:
+                out[self.names[lo]] = n
+                return
+            mid = (lo + hi) // 2
+            first = int(np.floor(n * self._share(lo, mid, hi) + 0.5))
+            split(first, lo, mid)
+            split(n - first, mid, hi)
+
+        split(k, 0, len(self.names))
+        return out
+
+
+class MixedWindows(Dataset):
+    """Sample k of the run -> a window of its group (Mixture), through that group's seeded per-epoch
+    permutation."""
+
+    def __init__(self, groups: dict[str, Windows], weights: dict[str, float], seed: int):
+        self.groups, self.seed = groups, seed
+        self.mixture = Mixture({name: weights[name] for name in groups})
+        self.sizes = {name: len(windows) for name, windows in groups.items()}
+
+    def __getitems__(self, ks: list[int]):
+        group, rank = self.mixture.assign(np.asarray(ks, dtype=np.int64))
+        out = [None] * len(ks)
+        for g, name in enumerate(self.mixture.names):
+            mine = np.flatnonzero(group == g)
+            if len(mine):
+                windows = ShuffledWindows(self.groups[name], f"{self.seed}/{name}").windows_of(rank[mine])
+                for position, w in zip(mine, windows):
+                    out[position] = self.groups[name][w]
+        return out
+
+    def __getitem__(self, k: int):
+        return self.__getitems__([k])[0]
+
+
+class TrainBatches(Sampler):
+    """This rank's micro-batches of global sample indices, endless, from `start`."""
+
+    def __init__(self, start: int, batch_size: int, rank: int, world_size: int):
+        self.start, self.batch_size, self.rank, self.world_size = start, batch_size, rank, world_size
+
+    def __iter__(self):
+        base = self.start + self.rank * self.batch_size
+        while True:
+            yield list(range(base, base + self.batch_size))
+            base += self.batch_size * self.world_size
+
+
+class ValBatches(Sampler):
+    """A fixed set of windows spread evenly over the validation array, dealt out to the ranks."""
+
+    def __init__(self, n_windows: int, count: int, batch_size: int, rank: int, world_size: int):
+        chosen = np.linspace(0, n_windows - 1, num=min(count, n_windows)).round().astype(np.int64)
+        mine = chosen[rank::world_size].tolist()
+        self.batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def train_paths(p: Params) -> list[Path]:
+    """Every train shard's token array, in the order of data.shards."""
+    return [p.data.tokens_path(key) for key in p.data.keys("train")]
+
+
+def train_groups(p: Params) -> dict[str, list[Path]]:
+    """Each group's training arrays (a shard's `group`, default `train`), in the order of data.shards."""
+    groups: dict[str, list[Path]] = {}
+    for key in p.data.keys("train"):
+        groups.setdefault(p.data.shard(key).group or "train", []).append(p.data.tokens_path(key))
+    return groups
+
+
+def samples_per_step(t: TrainParams, world_size: int) -> int:
+    """Training windows one optimizer step reads, over all devices."""
+    return t.batch_size * t.grad_accum * world_size
+
+
+def tokens_per_step(t: TrainParams, block_size: int, world_size: int) -> int:
+    """Tokens one optimizer step trains on, over all devices: the one place this is computed."""
+    return samples_per_step(t, world_size) * block_size
+
+
+class TokenDataModule(pl.LightningDataModule):
+    """Train windows from every train array, validation windows from val.bin, resumable by step."""
+
+    def __init__(self, p: Params, tokenizer_model: Path, vocab_size: int):
+        super().__init__()
+        self.p, self.tokenizer_model, self.vocab_size = p, tokenizer_model, vocab_size
+        self.train_paths, self.val_path = train_paths(p), p.data.tokens_path("val")
+
+    def setup(self, stage: str | None = None) -> None:
+        token_files.check_arrays(self.train_paths + [self.val_path], self.tokenizer_model, self.vocab_size)
+        block_size, t = self.p.model.block_size, self.p.train
+        if t.mixture is None:
+            self.train_set = ShuffledWindows(Windows(self.train_paths, block_size), t.seed)
+        else:
+            groups = {name: Windows(paths, block_size) for name, paths in train_groups(self.p).items()}
+            self.train_set = MixedWindows(groups, t.mixture, t.seed)
+        self.val_set = Windows([self.val_path], self.p.model.block_size)
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.p.train
+        start = self.trainer.global_step * samples_per_step(
+            t, self.trainer.world_size
+        )  # restored from a checkpoint by now
+        sampler = TrainBatches(start, t.batch_size, self.trainer.global_rank, self.trainer.world_size)
+        return DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=t.num_workers, persistent_workers=t.num_workers > 0
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        t = self.p.train
+        sampler = ValBatches(
+            len(self.val_set), t.val_windows, t.batch_size, self.trainer.global_rank, self.trainer.world_size
+        )
+        return DataLoader(self.val_set, batch_sampler=sampler, num_workers=0)
