@@ -11,6 +11,7 @@ import pytest
 import yaml
 import zstandard
 
+from pipeline.config import formats, layout
 from pipeline.config.layout import CORPUS_DIR, STATS_DIR
 from pipeline.config.load import load_params
 from pipeline.config.schema import Params
@@ -74,7 +75,7 @@ def run_shard_stages(p: Params, keys: list[str]) -> None:
 
 
 def texts_and_groups(p: Params, key: str, model) -> tuple[list[str], list[str]]:
-    texts, index, meta = documents_from_array(p.data.tokens_path(key), model)
+    texts, index, meta = documents_from_array(layout.tokens_path(key), model)
     return texts, [meta["groups"][i] for i in index["set_id"]]
 
 
@@ -96,7 +97,7 @@ def test_fineweb_edu_parquet_files_through_the_stages(tmp_path, monkeypatch, sma
     for key, part in (("000", train), ("val", held_out)):
         texts, groups = texts_and_groups(p, key, small_model)
         assert texts == [r["text"] for r in part] and set(groups) == {UNLABELLED}
-    assert (p.data.raw_files("val")[0]).read_bytes() == (mirror / "013_00000.parquet").read_bytes()
+    assert (formats.raw_files(p.data, "val")[0]).read_bytes() == (mirror / "013_00000.parquet").read_bytes()
     assert (CORPUS_DIR / "000.txt").stat().st_size > 0
 
 
@@ -124,7 +125,7 @@ def test_slimpajama_chunk_files_are_one_shard_each_with_their_groups(tmp_path, m
         raw["evaluate"]["splits"] = ["val"]
 
     p = prepare(tmp_path, monkeypatch, small_model, "slimpajama", miniature)
-    assert len(p.data.raw_files("chunk1")) == 4
+    assert len(formats.raw_files(p.data, "chunk1")) == 4
     run_shard_stages(p, ["chunk1", "val"])
     for key, part in (("chunk1", train), ("val", held_out)):
         texts, groups = texts_and_groups(p, key, small_model)

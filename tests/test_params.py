@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from pipeline.config import formats, layout
 from pipeline.config.layout import RAW_DIR, TOKENS_DIR
 from pipeline.config.load import load_params
 from pipeline.config.schema import Params, Shard
@@ -35,7 +36,7 @@ def expect_error(tmp_path, edit, *fragments):
 @pytest.mark.parametrize("name", ["params.yaml", "presets/pile.yaml", "presets/pile-original.yaml"])
 def test_sample_params_and_presets_load(name):
     p = load_params(REPO / name)
-    assert p.corpus.shards and set(p.corpus.shards) <= set(p.data.keys("train"))
+    assert p.corpus.shards and set(p.corpus.shards) <= set(layout.keys(p.data, "train"))
     assert {"val", "test"} <= set(p.data.shards)
 
 
@@ -182,16 +183,18 @@ def test_a_shard_path_names_its_format_and_means_jsonl_zst_without_one(tmp_path)
         )
 
     p = load_with(tmp_path, shards)
-    assert p.data.shard("00").files() == ["train/00.jsonl.zst"]  # the Pile's params, unchanged
-    assert p.data.raw_files("00") == [RAW_DIR / "00" / "train/00.jsonl.zst"]
-    assert p.data.shard("web").files() == ["sample/10BT/000_00000.parquet"]
-    assert p.data.shard("gz").files() == ["v1/books-0000.jsonl.gz"]
-    assert p.data.shard("dclm").files() == [
+    assert formats.shard_files(layout.shard(p.data, "00")) == ["train/00.jsonl.zst"]  # the Pile's params, unchanged
+    assert formats.raw_files(p.data, "00") == [RAW_DIR / "00" / "train/00.jsonl.zst"]
+    assert formats.shard_files(layout.shard(p.data, "web")) == ["sample/10BT/000_00000.parquet"]
+    assert formats.shard_files(layout.shard(p.data, "gz")) == ["v1/books-0000.jsonl.gz"]
+    assert formats.shard_files(layout.shard(p.data, "dclm")) == [
         "global-shard_01_of_10/local-shard_0_of_10/shard_00000003_processed.jsonl.zstd",
         "global-shard_01_of_10/local-shard_0_of_10/shard_00000004_processed.jsonl.zstd",
     ]
-    assert p.data.tokens_path("dclm") == TOKENS_DIR / "dclm.bin"
-    assert sorted(p.data.keys("train")) == ["00", "01", "dclm", "gz", "web"] and p.data.keys("test") == ["test"]
+    assert layout.tokens_path("dclm") == TOKENS_DIR / "dclm.bin"
+    assert sorted(layout.keys(p.data, "train")) == ["00", "01", "dclm", "gz", "web"] and layout.keys(
+        p.data, "test"
+    ) == ["test"]
 
 
 def test_numbered_shards_and_their_patterns_are_checked(tmp_path):
@@ -222,7 +225,7 @@ def test_evaluating_on_a_training_shard_is_refused_and_split_says_what_a_shard_i
 
     expect_error(tmp_path, evaluate_on(None), "evaluate.splits[1]", "'wiki' is a training shard")
     p = load_with(tmp_path, evaluate_on("test"))
-    assert "wiki" not in p.data.keys("train") and p.data.keys("test") == ["test", "wiki"]
+    assert "wiki" not in layout.keys(p.data, "train") and layout.keys(p.data, "test") == ["test", "wiki"]
     expect_error(tmp_path, lambda raw: raw["data"]["shards"]["val"].update(group="x"), "data.shards.val.group")
     expect_error(tmp_path, lambda raw: raw["data"]["shards"]["val"].update(split="train"), "no `val` entry")
 

@@ -3,6 +3,7 @@
 import re
 from pathlib import PurePosixPath
 
+from pipeline.config import formats, layout
 from pipeline.config.schema import Params, Shard
 from pipeline.config.spm_flags import DERIVED_FLAGS, SENTENCEPIECE_FLAGS
 from pipeline.core.errors import PipelineError
@@ -36,7 +37,7 @@ def check(p: Params, file: str) -> None:
     if not p.corpus.shards:
         raise fail("corpus.shards", "empty; name at least one train shard")
     for i, key in enumerate(p.corpus.shards):
-        if key not in p.data.keys("train"):
+        if key not in layout.keys(p.data, "train"):
             raise fail(f"corpus.shards[{i}]", f"{key!r} is not a train shard in data.shards")
     if len(set(p.corpus.shards)) != len(p.corpus.shards):
         raise fail("corpus.shards", "lists a shard twice")
@@ -64,7 +65,7 @@ def _check_shard(shard: Shard, where: str, fail) -> None:
             raise fail(f"{where}.path", f"{shard.path!r} has no {{}} (or {{:08d}}) for the numbers to fill")
     elif "{" in shard.path or "}" in shard.path:
         raise fail(f"{where}.path", f"{shard.path!r} is a pattern: give the numbers it takes ([first, stop))")
-    for name in shard.files()[:1] + shard.files()[-1:]:
+    for name in formats.shard_files(shard)[:1] + formats.shard_files(shard)[-1:]:
         parts = PurePosixPath(name).parts
         if not parts or any(not PLAIN_NAME.match(part) for part in parts) or len(parts) > MAX_PATH_DEPTH:
             raise fail(f"{where}.path", f"{name!r} is not a plain relative path such as train/07 or val")
@@ -124,7 +125,7 @@ def _check_training(p: Params, fail) -> None:
     if not 0 <= t.muon_momentum < 1:
         raise fail("train.muon_momentum", "must be in [0, 1)")
     if t.mixture is not None:
-        groups = {p.data.shard(key).group or "train" for key in p.data.keys("train")}
+        groups = {layout.shard(p.data, key).group or "train" for key in layout.keys(p.data, "train")}
         for name, weight in t.mixture.items():
             if name not in groups:
                 raise fail(
@@ -135,22 +136,23 @@ def _check_training(p: Params, fail) -> None:
                 raise fail(f"train.mixture.{name}", f"{weight} is not a positive weight")
         if groups - set(t.mixture):
             raise fail("train.mixture", f"gives no weight to group {sorted(groups - set(t.mixture))[0]!r}")
-    if not p.data.keys("train"):
+    if not layout.keys(p.data, "train"):
         raise fail("data.shards", "has no train shard (every key but val and test, unless its split says otherwise)")
-    if "val" not in p.data.keys("val"):
+    if "val" not in layout.keys(p.data, "val"):
         raise fail("data.shards", "has no `val` entry with split val: training validates on it")
     for i, key in enumerate(p.evaluate.splits):
         if key not in p.data.shards:
             raise fail(f"evaluate.splits[{i}]", f"{key!r} is not a key of data.shards")
-        if key in p.data.keys("train"):
+        if key in layout.keys(p.data, "train"):
             raise fail(
                 f"evaluate.splits[{i}]",
                 f"{key!r} is a training shard: scores on it would flatter the model; give it split: test",
             )
     for key, shard in p.data.shards.items():
-        if shard.group is not None and shard.role(key) != "train":
+        if shard.group is not None and layout.role(key, shard) != "train":
             raise fail(
-                f"data.shards.{key}.group", f"only training shards have a group; {key!r} is for {shard.role(key)}"
+                f"data.shards.{key}.group",
+                f"only training shards have a group; {key!r} is for {layout.role(key, shard)}",
             )
     if p.evaluate.batch_size < 1:
         raise fail("evaluate.batch_size", "must be at least 1")

@@ -4,12 +4,7 @@ Declarations only: every field must be in the params file (pipeline.config.load 
 one), so no default written here decides an output."""
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
-
-from pipeline.config.formats import DEFAULT_SUFFIX, format_suffix
-from pipeline.config.layout import RAW_DIR, TOKENS_DIR
-from pipeline.core.errors import PipelineError
 
 
 @dataclass(frozen=True)
@@ -34,15 +29,6 @@ class Shard:
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sha256", "numbers", "split", "group"})
 
-    def role(self, key: str) -> str:
-        """`train`, `val` or `test`."""
-        return self.split or (key if key in ("val", "test") else "train")
-
-    def files(self) -> list[str]:
-        """The files under the mirror root, in order, with their format suffix."""
-        names = [self.path.format(n) for n in range(*self.numbers)] if self.numbers else [self.path]
-        return [name if format_suffix(name) else name + DEFAULT_SUFFIX for name in names]
-
 
 @dataclass(frozen=True)
 class DataParams:
@@ -57,22 +43,6 @@ class DataParams:
     on_bad_record: Literal["error", "skip"] = "error"
     """What a malformed record does in every stage that reads shards: stop with its file and line, or
     skip it and count it by kind in the stage's stats."""
-
-    def raw_files(self, key: str) -> list[Path]:
-        """The key's downloaded files, in order: data/raw/KEY/<path on the mirror>."""
-        return [RAW_DIR / key / name for name in self.shard(key).files()]
-
-    def tokens_path(self, key: str) -> Path:
-        return TOKENS_DIR / f"{key}.bin"
-
-    def keys(self, role: str) -> list[str]:
-        """The keys of the shards for `train`, `val` or `test`, in the order of data.shards."""
-        return [key for key, shard in self.shards.items() if shard.role(key) == role]
-
-    def shard(self, key: str) -> Shard:
-        if key not in self.shards:
-            raise PipelineError(f"params.yaml: data.shards has no entry {key!r} (known: {', '.join(self.shards)})")
-        return self.shards[key]
 
 
 @dataclass(frozen=True)

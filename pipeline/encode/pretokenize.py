@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from pipeline.config import formats, layout
 from pipeline.config.layout import TOKENIZER_DIR
 from pipeline.config.schema import Params, PretokenizeParams
 from pipeline.core import files, progress
@@ -233,7 +234,7 @@ def run(
 
 def run_stage(p: Params, key: str) -> None:
     """The pretokenize@KEY stage: token array, index and metadata, then a summary."""
-    raw, output = p.data.raw_files(key), p.data.tokens_path(key)
+    raw, output = formats.raw_files(p.data, key), layout.tokens_path(key)
     fields = Fields(p.data.text_field, p.data.group_field)
     meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize, p.data.on_bad_record, fields)
     seconds = meta["seconds"]

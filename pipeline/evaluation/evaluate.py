@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import layout
 from pipeline.config.layout import METRICS_DIR, MODEL_DIR, STATS_DIR
 from pipeline.config.schema import Params
 from pipeline.core import files, plots, progress
@@ -96,7 +97,7 @@ def headline(results: dict) -> dict:
 def run_stage(p: Params) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = GPT.from_pretrained(MODEL_DIR, device=device)
-    paths = {key: p.data.tokens_path(key) for key in p.evaluate.splits}
+    paths = {key: layout.tokens_path(key) for key in p.evaluate.splits}
     token_files.check_arrays(list(paths.values()), MODEL_DIR / "tokenizer.model", model.config.vocab_size)
     started = time.monotonic()
     results = {key: evaluate_array(model, path, p.evaluate.batch_size, device) for key, path in paths.items()}

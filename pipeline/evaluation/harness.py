@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.config import formats
 from pipeline.config.layout import METRICS_DIR, MODEL_DIR
 from pipeline.config.schema import Params
 from pipeline.core import files, progress
@@ -43,7 +44,7 @@ def write_tasks(p: Params, splits: list[str], directory: Path) -> dict[str, dict
     """The local tasks: task name -> {split, group, bytes, docs}."""
     tasks: dict[str, dict] = {}
     for split in splits:
-        raw = p.data.raw_files(split)
+        raw = formats.raw_files(p.data, split)
         missing = [path for path in raw if not path.exists()]
         if missing:
             raise PipelineError(

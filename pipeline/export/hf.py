@@ -34,6 +34,7 @@ import sentencepiece as spm
 import torch
 from sentencepiece import sentencepiece_model_pb2
 
+from pipeline.config import layout
 from pipeline.config.layout import MODEL_DIR, STATS_DIR
 from pipeline.config.schema import Params
 from pipeline.core import files, progress
@@ -420,7 +421,7 @@ def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path
 def run_stage(p: Params) -> None:
     """The export stage: data/model/hf from data/model, checked, with its stats and a summary."""
     started = time.monotonic()
-    report = export(MODEL_DIR, HF_DIR, p.data.tokens_path("val"), [p.data.tokens_path(k) for k in p.evaluate.splits])
+    report = export(MODEL_DIR, HF_DIR, layout.tokens_path("val"), [layout.tokens_path(k) for k in p.evaluate.splits])
     files.write_json_atomic(EXPORT_STATS, asdict(report))
     progress.summary(
         "export",

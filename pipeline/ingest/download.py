@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 
+from pipeline.config import formats, layout
 from pipeline.config.layout import RAW_DIR, STATS_DIR
 from pipeline.config.schema import DownloadParams, Params
 from pipeline.core import files, progress
@@ -313,8 +314,8 @@ def _discard(part: Path) -> None:
 def run_stage(p: Params, key: str) -> None:
     """The download@KEY stage: fetch and verify every file of the key into data/raw/KEY/, write
     stats/download/KEY.json, print a summary."""
-    shard = p.data.shard(key)
-    names, outputs = shard.files(), p.data.raw_files(key)
+    shard = layout.shard(p.data, key)
+    names, outputs = formats.shard_files(shard), formats.raw_files(p.data, key)
     started = time.monotonic()
     fetched = []
     for i, (name, output) in enumerate(zip(names, outputs), 1):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.config import formats
 from pipeline.config.layout import CORPUS_DIR, STATS_DIR
 from pipeline.config.schema import Params
 from pipeline.core import files, progress
@@ -179,7 +180,7 @@ def run_stage(p: Params, key: str) -> None:
     line_quota = quota(p.corpus.max_lines, p.corpus.shards, key)
     output = CORPUS_DIR / f"{key}.txt"
     started = time.monotonic()
-    raw = p.data.raw_files(key)
+    raw = formats.raw_files(p.data, key)
     stats = build(
         raw,
         output,

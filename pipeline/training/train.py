@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from pipeline.config import layout
 from pipeline.config.layout import METRICS_DIR, MODEL_DIR, TOKENIZER_DIR
 from pipeline.config.schema import Params
 from pipeline.core import files, plots, progress
@@ -61,9 +62,9 @@ def trajectory(p: Params, train_metas: list[dict]) -> dict:
         "data": [
             {
                 **{k: m[k] for k in ("source", "n_tokens", "tokenizer_sha256")},
-                "group": p.data.shard(key).group or "train",
+                "group": layout.shard(p.data, key).group or "train",
             }
-            for key, m in zip(p.data.keys("train"), train_metas)
+            for key, m in zip(layout.keys(p.data, "train"), train_metas)
         ],
     }
 
@@ -254,7 +255,7 @@ def run_stage(p: Params) -> None:
     quiet_lightning()
     tokenizer_model = TOKENIZER_DIR / "spm.model"
     vocab_size = spm.SentencePieceProcessor(model_file=str(tokenizer_model)).get_piece_size()
-    metas = token_files.check_arrays(train_paths(p) + [p.data.tokens_path("val")], tokenizer_model, vocab_size)
+    metas = token_files.check_arrays(train_paths(p) + [layout.tokens_path("val")], tokenizer_model, vocab_size)
     config = GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(p.model))
     resume_from, run_id = _previous_run(trajectory(p, metas[:-1]), p.train.resume, rank_zero_only.rank == 0)
 

@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.config import layout
 from pipeline.config.schema import Params, TrainParams
 from pipeline.core.errors import PipelineError
 from pipeline.encode import token_files
@@ -220,14 +221,14 @@ class ValBatches(Sampler):
 
 def train_paths(p: Params) -> list[Path]:
     """Every train shard's token array, in the order of data.shards."""
-    return [p.data.tokens_path(key) for key in p.data.keys("train")]
+    return [layout.tokens_path(key) for key in layout.keys(p.data, "train")]
 
 
 def train_groups(p: Params) -> dict[str, list[Path]]:
     """Each group's training arrays (a shard's `group`, default `train`), in the order of data.shards."""
     groups: dict[str, list[Path]] = {}
-    for key in p.data.keys("train"):
-        groups.setdefault(p.data.shard(key).group or "train", []).append(p.data.tokens_path(key))
+    for key in layout.keys(p.data, "train"):
+        groups.setdefault(layout.shard(p.data, key).group or "train", []).append(layout.tokens_path(key))
     return groups
 
 
@@ -247,7 +248,7 @@ class TokenDataModule(pl.LightningDataModule):
     def __init__(self, p: Params, tokenizer_model: Path, vocab_size: int):
         super().__init__()
         self.p, self.tokenizer_model, self.vocab_size = p, tokenizer_model, vocab_size
-        self.train_paths, self.val_path = train_paths(p), p.data.tokens_path("val")
+        self.train_paths, self.val_path = train_paths(p), layout.tokens_path("val")
 
     def setup(self, stage: str | None = None) -> None:
         token_files.check_arrays(self.train_paths + [self.val_path], self.tokenizer_model, self.vocab_size)
