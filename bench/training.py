@@ -26,7 +26,7 @@ from pipeline.config.load import load_params
 from pipeline.config.schema import TrainParams
 from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
 from pipeline.training.module import GPTModule, lr_factor
-from pipeline.training.windows import ShuffledWindows, TrainBatches, Windows, train_paths
+from pipeline.training.windows import ShuffledWindows, TrainBatches, Windows, training_arrays
 
 STEPS, WARMUP, ROUNDS = 16, 4, 5
 
@@ -97,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(t.num_threads)
     vocab = spm.SentencePieceProcessor(model_file=str(REPO / "data/tokenizer/spm.model")).get_piece_size()
     config = GPTConfig(vocab_size=vocab, **asdict(p.model))
-    windows = ShuffledWindows(Windows([REPO / path for path in train_paths(p)], config.block_size), t.seed)
+    windows = ShuffledWindows(Windows([REPO / path for path, _ in training_arrays(p.data)], config.block_size), t.seed)
     loader = DataLoader(windows, batch_sampler=TrainBatches(0, t.batch_size, 0, 1), num_workers=0)
     loader_rate = loader_tokens_per_s(loader, 400)
     batches = [batch for batch, _ in zip(loader, range(STEPS))]

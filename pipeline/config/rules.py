@@ -76,7 +76,12 @@ def _check_shard(shard: Shard, where: str, fail) -> None:
 
 
 def _check_training(p: Params, fail) -> None:
-    m, t = p.model, p.train
+    _check_model(p.model, fail)
+    _check_train(p.train, fail)
+    _check_splits(p, fail)
+
+
+def _check_model(m, fail) -> None:
     for name in ("block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
         if getattr(m, name) < 1:
             raise fail(f"model.{name}", "must be at least 1")
@@ -97,6 +102,9 @@ def _check_training(p: Params, fail) -> None:
         raise fail("model.n_head", f"RoPE turns pairs of a head's {m.n_embd // m.n_head} dimensions: make it even")
     if m.rope_theta <= 0:
         raise fail("model.rope_theta", "must be positive")
+
+
+def _check_train(t, fail) -> None:
     for name in (
         "batch_size",
         "grad_accum",
@@ -124,6 +132,11 @@ def _check_training(p: Params, fail) -> None:
         )
     if not 0 <= t.muon_momentum < 1:
         raise fail("train.muon_momentum", "must be in [0, 1)")
+
+
+def _check_splits(p: Params, fail) -> None:
+    """Which shards train, validate and test, and the mixture's groups."""
+    t = p.train
     if t.mixture is not None:
         groups = {layout.shard(p.data, key).group or "train" for key in layout.keys(p.data, "train")}
         for name, weight in t.mixture.items():

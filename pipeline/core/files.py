@@ -68,11 +68,7 @@ def publish(pairs: list[tuple[Path, Path]]) -> None:
                 raise
             _move_across_filesystems(tmp, output)
     for directory in {output.parent for _, output in pairs}:
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)  # the renames themselves survive a power cut
-        finally:
-            os.close(descriptor)
+        _fsync_directory(directory)
 
 
 @contextmanager
@@ -95,6 +91,43 @@ def replacing(*outputs: Path) -> Iterator[list[Path]]:
             tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def replacing_directory(output: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `output`; when the block ends without error, flush
+    its files and put it in place of `output` (the previous one, if any, is moved aside first and
+    removed after, so a reader sees the old directory or the whole new one). On any error, remove it;
+    a full disk becomes a PipelineError naming `output`."""
+    tmp, old = temporary(output), output.with_name(output.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        shutil.rmtree(old, ignore_errors=True)
+        if output.exists():
+            os.replace(output, old)
+        os.replace(tmp, output)
+        _fsync_directory(output.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise no_room(output, exc) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # the renames themselves survive a power cut
+    finally:
+        os.close(descriptor)
+
+
 def no_room(output: Path, exc: OSError) -> PipelineError:
     return PipelineError(
         f"{output}: cannot write it: {os.strerror(exc.errno)} in {output.parent}; "
@@ -102,10 +135,15 @@ def no_room(output: Path, exc: OSError) -> PipelineError:
     )
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Sorted, indented JSON, the same bytes for the same data (inside a directory being replaced whole)."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write sorted, indented JSON to a temporary name and rename, so readers never see half a file."""
+    """write_json to a temporary name, then renamed: readers never see half a file."""
     with replacing(path) as (tmp,):
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        write_json(tmp, data)
 
 
 def sha256(path: Path, on_progress: Callable[[int], object] | None = None) -> str:

@@ -51,10 +51,7 @@ class WordCacheEncoder:
         spec = proto.normalizer_spec
         # identity with a dummy prefix and no whitespace clean-up is "▁" + spaces as "▁": no call needed
         self.plain_spaces = (
-            spec.name == "identity"
-            and not spec.normalization_rule_tsv
-            and spec.add_dummy_prefix
-            and not spec.remove_extra_whitespaces
+            pieces.normalizes_nothing(spec) and spec.add_dummy_prefix and not spec.remove_extra_whitespaces
         )
         if self.path.name == pieces.WORD_CACHE:  # SentencePiece's BPE alone: its normaliser doing nothing
             spec.name, spec.precompiled_charsmap, spec.normalization_rule_tsv = "identity", b"", ""

@@ -11,6 +11,7 @@ followed by the separator (the tokenizer's eos piece).
 
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from pipeline.core.machine import usable_cores
 from pipeline.core.workers import OrderedPool
 from pipeline.encode import token_files
 from pipeline.encode.encoder import WordCacheEncoder
+from pipeline.encode.token_files import TokenWriter
 from pipeline.ingest.documents import Reader, describe, open_reader, parse
 from pipeline.ingest.records import PILE_FIELDS, BadRecord, Fields, bad_record_message
 from pipeline.tokenizer import pieces
@@ -143,93 +145,91 @@ def run(
     """Tokenize the files `raw`, in order, into `output` (.bin), its .idx and its .json; return the
     metadata, with timings for the summary. `on_bad_record`: stop at the first malformed record
     (`error`) or count and skip them (`skip`)."""
-    processor = spm.SentencePieceProcessor(model_file=str(model))
-    vocab_size, eos_id = processor.get_piece_size(), processor.eos_id()
+    processor = _checked_processor(model, params.dtype)
     encoder_path = pieces.path(pieces.read(model))  # the workers' choice, made without loading it
-    token_files.check_dtype_fits(vocab_size, params.dtype, model)
-    if eos_id < 0:
+    readers = [open_reader(path, fields) for path in raw]  # every file opened (and checked) before any work
+    started = time.monotonic()
+    workers = params.workers or usable_cores()
+    executor = _executor(str(model), params.dtype, fields, workers)
+    seen = _Seen(readers, on_bad_record)
+    try:
+        with TokenWriter(output) as writer:
+            for batch in _in_order(executor, readers, params.batch_bytes, workers):
+                seen.add(batch)
+                writer.add(batch.tokens, batch.doc_tokens, batch.doc_bytes, batch.groups)
+            if writer.n_docs == 0:
+                raise PipelineError(f"{describe(raw)}: contains no documents")
+    finally:
+        executor.close()
+    metadata = writer.metadata(
+        source=[str(path) for path in raw] if len(raw) > 1 else str(raw[0]),
+        dtype=params.dtype,
+        vocab_size=processor.get_piece_size(),
+        eos_id=processor.eos_id(),
+        tokenizer_sha256=files.sha256(model),
+        group_field=fields.group,
+        bad_records=dict(seen.bad_records),
+        docs_with_space_marker=seen.marked,
+    )
+    files.write_json_atomic(token_files.metadata_path(output), metadata)
+    seconds = time.monotonic() - started
+    return {
+        **metadata,
+        "seconds": seconds,
+        "workers": workers,
+        "encoder": encoder_path.describe(seen.words, seen.misses),
+    }
+
+
+def _checked_processor(model: Path, dtype: str) -> spm.SentencePieceProcessor:
+    """The tokenizer, refused before any work when its ids would not fit `dtype` or it has no separator."""
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    token_files.check_dtype_fits(processor.get_piece_size(), dtype, model)
+    if processor.eos_id() < 0:
         raise PipelineError(
             f"{model}: the tokenizer has no eos piece (eos_id: -1), so documents would "
             "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun"
         )
-    readers = [open_reader(path, fields) for path in raw]  # every file opened (and checked) before any work
+    return processor
+
+
+def _in_order(executor, readers: list[Reader], batch_bytes: int, workers: int) -> Iterator[Batch]:
+    """Every batch of every file, encoded, in order; at most 2 x workers batches in flight."""
     total_size = sum(reader.size for reader in readers)
-    set_ids: dict[str, int] = {}
-    per_group: dict[str, Counter] = {}
-    bad_records: Counter = Counter()
-    n_tokens = n_docs = n_bytes = 0
-    started = time.monotonic()
-    workers = params.workers or usable_cores()
-    executor = _executor(str(model), params.dtype, fields, workers)
-    words = misses = marked = 0
-    try:
-        with (
-            files.replacing(token_files.index_path(output), output) as (tmp_idx, tmp_bin),
-            open(tmp_bin, "wb") as bin_out,
-            open(tmp_idx, "wb") as idx_out,
-            progress.bar(total_size, f"pretokenize {raw[0].name}") as pbar,
-        ):
+    with progress.bar(total_size, f"pretokenize {readers[0].path.name}") as pbar:
+        read_before = 0  # bytes of the files before the one being read
+        for file_index, reader in enumerate(readers):
+            for first, items in _batches(reader, batch_bytes):
+                executor.submit(file_index, first, items)
+                pbar.update(read_before + reader.position - pbar.n)
+                if executor.pending() >= 2 * workers:
+                    yield executor.next_result()
+            read_before += reader.size
+        while executor.pending():
+            yield executor.next_result()
 
-            def write_oldest() -> None:
-                nonlocal n_tokens, n_docs, n_bytes, words, misses, marked
-                batch: Batch = executor.next_result()
-                words, misses, marked = words + batch.words, misses + batch.misses, marked + batch.marked
-                for file_index, number, kind, message in batch.bad:
-                    if on_bad_record == "error":
-                        reader = readers[file_index]
-                        raise PipelineError(bad_record_message(reader.path, reader.unit, number, message))
-                    bad_records[kind] += 1
-                index = np.empty(len(batch.doc_tokens), dtype=token_files.INDEX_DTYPE)
-                index["token_offset"] = n_tokens + np.concatenate(([0], np.cumsum(batch.doc_tokens)[:-1])).astype(
-                    np.uint64
-                )
-                index["n_bytes"] = batch.doc_bytes
-                index["set_id"] = [set_ids.setdefault(name, len(set_ids)) for name in batch.groups]
-                for name, count, size in zip(batch.groups, batch.doc_tokens, batch.doc_bytes):
-                    counts = per_group.setdefault(name, Counter())
-                    counts["docs"] += 1
-                    counts["tokens"] += int(count)
-                    counts["bytes"] += int(size)
-                bin_out.write(batch.tokens.tobytes())
-                idx_out.write(index.tobytes())
-                n_tokens += len(batch.tokens)
-                n_docs += len(batch.doc_tokens)
-                n_bytes += int(batch.doc_bytes.sum())
 
-            read_before = 0  # bytes of the files before the one being read
-            for file_index, reader in enumerate(readers):
-                for first, items in _batches(reader, params.batch_bytes):
-                    executor.submit(file_index, first, items)
-                    pbar.update(read_before + reader.position - pbar.n)
-                    if executor.pending() >= 2 * workers:
-                        write_oldest()
-                read_before += reader.size
-            while executor.pending():
-                write_oldest()
-            if n_docs == 0:
-                raise PipelineError(f"{describe(raw)}: contains no documents")
-    finally:
-        executor.close()
-    metadata = {
-        "format": token_files.FORMAT,
-        "source": [str(path) for path in raw] if len(raw) > 1 else str(raw[0]),
-        "dtype": params.dtype,
-        "vocab_size": vocab_size,
-        "eos_id": eos_id,
-        "tokenizer_sha256": files.sha256(model),
-        "n_tokens": n_tokens,
-        "n_docs": n_docs,
-        "n_bytes": n_bytes,
-        "index": {"file": token_files.index_path(output).name, "dtype": token_files.INDEX_DTYPE.descr},
-        "groups": list(set_ids),
-        "group_field": fields.group,
-        "per_group": {name: dict(counts) for name, counts in per_group.items()},
-        "bad_records": dict(bad_records),
-        "docs_with_space_marker": marked,
-    }
-    files.write_json_atomic(token_files.metadata_path(output), metadata)
-    seconds = time.monotonic() - started
-    return {**metadata, "seconds": seconds, "workers": workers, "encoder": encoder_path.describe(words, misses)}
+@dataclass
+class _Seen:
+    """What the batches report besides their tokens: bad records (stop, or count), the cache's words
+    and misses, documents holding the whitespace marker."""
+
+    readers: list[Reader]
+    on_bad_record: str
+    bad_records: Counter = field(default_factory=Counter)
+    words: int = 0
+    misses: int = 0
+    marked: int = 0
+
+    def add(self, batch: Batch) -> None:
+        for file_index, number, kind, message in batch.bad:
+            if self.on_bad_record == "error":
+                reader = self.readers[file_index]
+                raise PipelineError(bad_record_message(reader.path, reader.unit, number, message))
+            self.bad_records[kind] += 1
+        self.words += batch.words
+        self.misses += batch.misses
+        self.marked += batch.marked
 
 
 def run_stage(p: Params, key: str) -> None:

@@ -6,7 +6,9 @@ what the array is (dtype, vocabulary, tokenizer hash, counts); `00.idx` holds on
 record per document: where its tokens start, its UTF-8 length and the id of its group (data.group_field).
 """
 
+import contextlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,68 @@ def metadata_path(bin_path: Path) -> Path:
 
 def index_path(bin_path: Path) -> Path:
     return Path(bin_path).with_suffix(".idx")
+
+
+class TokenWriter:
+    """Writes a token array and its document index, whole or not at all, and counts what it wrote.
+
+        with TokenWriter(output) as writer:
+            writer.add(tokens, doc_tokens, doc_bytes, groups)   # a batch of documents, in order
+        write_json_atomic(metadata_path(output), writer.metadata(vocab_size=..., ...))
+
+    The .idx and .bin are renamed into place when the block ends without error (the .bin last: its
+    presence means the pair is complete); on any error neither is touched."""
+
+    def __init__(self, output: Path):
+        self.output = Path(output)
+        self.n_tokens = self.n_docs = self.n_bytes = 0
+        self.set_ids: dict[str, int] = {}
+        """Group name -> its set id in the index, in the order the groups first appear."""
+        self.per_group: dict[str, Counter] = {}
+
+    def __enter__(self) -> "TokenWriter":
+        with contextlib.ExitStack() as stack:
+            tmp_index, tmp_tokens = stack.enter_context(files.replacing(index_path(self.output), self.output))
+            self._index, self._tokens = (
+                stack.enter_context(open(tmp_index, "wb")),
+                stack.enter_context(open(tmp_tokens, "wb")),
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        return self._stack.__exit__(*exc_info)
+
+    def add(self, tokens: np.ndarray, doc_tokens: np.ndarray, doc_bytes: np.ndarray, groups: list[str]) -> None:
+        """Append a batch: its tokens (each document's followed by the separator), and per document its
+        token count (separator included), its UTF-8 length and its group."""
+        index = np.empty(len(doc_tokens), dtype=INDEX_DTYPE)
+        index["token_offset"] = self.n_tokens + np.concatenate(([0], np.cumsum(doc_tokens)[:-1])).astype(np.uint64)
+        index["n_bytes"] = doc_bytes
+        index["set_id"] = [self.set_ids.setdefault(name, len(self.set_ids)) for name in groups]
+        for name, count, size in zip(groups, doc_tokens, doc_bytes):
+            counts = self.per_group.setdefault(name, Counter())
+            counts["docs"] += 1
+            counts["tokens"] += int(count)
+            counts["bytes"] += int(size)
+        self._tokens.write(tokens.tobytes())
+        self._index.write(index.tobytes())
+        self.n_tokens += len(tokens)
+        self.n_docs += len(doc_tokens)
+        self.n_bytes += int(doc_bytes.sum())
+
+    def metadata(self, **about: Any) -> dict[str, Any]:
+        """The .json beside the array: what the caller says `about` it, and what this writer counted."""
+        return {
+            "format": FORMAT,
+            **about,
+            "n_tokens": self.n_tokens,
+            "n_docs": self.n_docs,
+            "n_bytes": self.n_bytes,
+            "index": {"file": index_path(self.output).name, "dtype": INDEX_DTYPE.descr},
+            "groups": list(self.set_ids),
+            "per_group": {name: dict(counts) for name, counts in self.per_group.items()},
+        }
 
 
 def check_dtype_fits(vocab_size: int, dtype: str, model: Path) -> None:

@@ -23,9 +23,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.config import formats
+import yaml
+
 from pipeline.config.layout import METRICS_DIR, MODEL_DIR
-from pipeline.config.schema import Params
 from pipeline.core import files, progress
 from pipeline.core.errors import PipelineError, describe_exit
 from pipeline.ingest import documents
@@ -40,19 +40,17 @@ def task_name(split: str, group: str) -> str:
     return f"pile_gpt_{split}__{slug}"
 
 
-def write_tasks(p: Params, splits: list[str], directory: Path) -> dict[str, dict]:
-    """The local tasks: task name -> {split, group, bytes, docs}."""
+def write_tasks(raw: dict[str, list[Path]], fields: Fields, directory: Path) -> dict[str, dict]:
+    """A local task per split (its raw files in `raw`) and group: task name -> {split, group, bytes, docs}."""
     tasks: dict[str, dict] = {}
-    for split in splits:
-        raw = formats.raw_files(p.data, split)
-        missing = [path for path in raw if not path.exists()]
+    for split, paths in raw.items():
+        missing = [path for path in paths if not path.exists()]
         if missing:
             raise PipelineError(
                 f"{missing[0]}: missing; run `dvc repro download@{split}` (or `dvc pull download@{split}`)"
             )
         by_group: dict[str, list[str]] = defaultdict(list)
-        fields = Fields(p.data.text_field, p.data.group_field)
-        for path in raw:
+        for path in paths:
             # bad records are skipped: the pretokenize stage counted them, and evaluate never saw them either
             for record in documents.records(path, fields, "skip"):
                 by_group[record.group].append(record.text)
@@ -60,17 +58,18 @@ def write_tasks(p: Params, splits: list[str], directory: Path) -> dict[str, dict
             name = task_name(split, group)
             data = directory / f"{name}.jsonl"
             data.write_text("".join(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in texts))
-            (directory / f"{name}.yaml").write_text(
-                f"task: {name}\n"
-                "dataset_path: json\n"
-                f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
-                "test_split: test\n"
-                "output_type: loglikelihood_rolling\n"
-                'doc_to_text: ""\n'
-                'doc_to_target: "{{text}}"\n'
-                "metric_list:\n  - metric: bits_per_byte\n"
-                "metadata:\n  version: 1.0\n"
-            )
+            task = {
+                "task": name,
+                "dataset_path": "json",
+                "dataset_kwargs": {"data_files": {"test": str(data)}},
+                "test_split": "test",
+                "output_type": "loglikelihood_rolling",
+                "doc_to_text": "",
+                "doc_to_target": "{{text}}",
+                "metric_list": [{"metric": "bits_per_byte"}],
+                "metadata": {"version": 1.0},
+            }
+            (directory / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
             tasks[name] = {
                 "split": split,
                 "group": group,
@@ -110,15 +109,20 @@ def _cuda() -> bool:
 
 
 def run(
-    p: Params, splits: list[str], standard_tasks: list[str], batch_size: int = 16, model_dir: Path = MODEL_DIR / "hf"
+    raw: dict[str, list[Path]],
+    fields: Fields,
+    standard_tasks: list[str],
+    batch_size: int = 16,
+    model_dir: Path = MODEL_DIR / "hf",
 ) -> dict:
-    """Run the harness; write and return {split: {bpb, per_group: {group: bpb}}, tasks: {name: metrics}}."""
+    """Run the harness on the documents of each split's raw files (`raw`) and on `standard_tasks`; write
+    and return {split: {bpb, per_group: {group: bpb}}, tasks: {name: metrics}}."""
     if not (model_dir / "config.json").exists():
         raise PipelineError(f"{model_dir}: no exported model; run `dvc repro export` first")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pile-gpt-harness-") as scratch:
         scratch = Path(scratch)
-        local = write_tasks(p, splits, scratch)
+        local = write_tasks(raw, fields, scratch)
         argv = command(model_dir, scratch, list(local) + standard_tasks, scratch / "out", batch_size)
         finished = subprocess.run(argv, env={**os.environ, **OFFLINE}, capture_output=True, text=True)
         if finished.returncode:

@@ -22,8 +22,6 @@ document and on hostile strings. A fast tokenizer that misses any falls back to 
 a check that still fails stops the stage.
 """
 
-import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 import torch
-from sentencepiece import sentencepiece_model_pb2
 
 from pipeline.config import layout
 from pipeline.config.layout import MODEL_DIR, STATS_DIR
@@ -42,16 +39,12 @@ from pipeline.core.errors import PipelineError
 from pipeline.encode import token_files
 from pipeline.model.gpt import GPT, RMS_EPS, GPTConfig, swiglu_width
 from pipeline.tokenizer import pieces
+from pipeline.tokenizer.pieces import SPACE
 
 HF_DIR = MODEL_DIR / "hf"
 EXPORT_STATS = STATS_DIR / "export.json"
 LOGITS_ATOL = 1e-4  # fp32: the same arithmetic in another order differs by ~1e-6
 CHECK_WINDOWS = 8  # validation windows of block_size tokens compared logit by logit
-SPACE = "▁"
-MERGEABLE = (
-    sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL,
-    sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED,
-)
 SENTENCEPIECE_CLASS = "BertGenerationTokenizer"  # stock, SentencePiece-backed, adds no tokens around a text
 SENTENCEPIECE_FILE = "spiece.model"  # the name that class reads its model from
 HOSTILE_TEXTS = [  # what spm -> tokenizers conversions get wrong: leading, repeated and odd whitespace, ...
@@ -234,10 +227,10 @@ def fast_tokenizer(model_file: Path):
     """A `tokenizers.Tokenizer` equal to the SentencePiece BPE model under identity normalisation."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(Path(model_file).read_bytes())
+    proto = pieces.read(model_file)
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
-    mergeable = {piece.piece: (piece.score, i) for i, piece in enumerate(proto.pieces) if piece.type in MERGEABLE}
+    # a stock BPE cannot split a piece back, so it merges only into pieces SentencePiece keeps
+    mergeable = {piece.piece: (piece.score, i) for i, piece in enumerate(proto.pieces) if piece.type in pieces.KEPT}
     # every way a piece is two pieces, earliest for the piece SentencePiece merges first (highest score)
     merges = sorted(
         (-score, i, cut, piece[:cut], piece[cut:])
@@ -269,7 +262,7 @@ def fast_is_possible(model_file: Path) -> str | None:
     """Why a fast tokenizer cannot be exact for this model, or None when it can be tried."""
     proto = pieces.read(model_file)
     spec = proto.normalizer_spec
-    if spec.name != "identity" or spec.normalization_rule_tsv or spec.precompiled_charsmap:
+    if not pieces.normalizes_nothing(spec):
         return f"normalization_rule_name {spec.name!r} is reproduced only approximately by `tokenizers`"
     if spec.remove_extra_whitespaces or not spec.escape_whitespaces:
         return "whitespace handling (remove_extra_whitespaces / escape_whitespaces) differs in `tokenizers`"
@@ -303,7 +296,7 @@ def write_tokenizer(directory: Path, model_file: Path, processor, block_size: in
     else:
         shutil.copyfile(model_file, directory / SENTENCEPIECE_FILE)
         config = tokenizer_config(processor, block_size, SENTENCEPIECE_CLASS)
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    files.write_json(directory / "tokenizer_config.json", config)
 
 
 def tokenizer_mismatches(directory: Path, processor, texts: list[str]) -> list[str]:
@@ -348,7 +341,6 @@ def val_windows(val_path: Path, block_size: int, count: int = CHECK_WINDOWS) -> 
 
 def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path]) -> ExportReport:
     """Write `output` (a directory) whole or not at all, after proving it equal to the model in `model_dir`."""
-    from safetensors.torch import save_file
     from transformers.utils import logging as transformers_logging
 
     # the checks encode whole documents, longer than the model's context, and load weights: no notices
@@ -365,57 +357,55 @@ def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path
         )
     texts = check_texts(check_paths, processor)
     windows = val_windows(val_path, model.config.block_size)
-    tmp = output.with_name(output.name + files.TMP_SUFFIX)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        ids = (processor.eos_id(), processor.pad_id(), processor.unk_id())
-        gpt2 = name == "GPT2LMHeadModel"
-        config = gpt2_config(model, *ids) if gpt2 else llama_config(model, *ids)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        weights = gpt2_weights(model) if gpt2 else llama_weights(model)
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        generation = {
-            "eos_token_id": processor.eos_id(),
-            "pad_token_id": processor.pad_id(),
-            "bos_token_id": processor.eos_id(),
-            "do_sample": False,
-        }
-        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
-        why_not_fast = fast_is_possible(model_file)
-        write_tokenizer(tmp, model_file, processor, model.config.block_size, fast=why_not_fast is None)
-        missed = tokenizer_mismatches(tmp, processor, texts)
-        if why_not_fast is None and missed:
-            why_not_fast = (
-                f"the fast tokenizer gave other ids than SentencePiece on {len(missed)} of {len(texts)} texts"
-            )
-            (tmp / "tokenizer.json").unlink()
-            write_tokenizer(tmp, model_file, processor, model.config.block_size, fast=False)
-            missed = tokenizer_mismatches(tmp, processor, texts)
-        if missed:
-            raise PipelineError(
-                f"export: the exported tokenizer gives other ids than SentencePiece on {len(missed)} "
-                f"of {len(texts)} texts, e.g. {missed[0][:80]!r}; nothing was exported"
-            )
+    with files.replacing_directory(output) as tmp:
+        write_model(tmp, model, name, processor)
+        tokenizer = write_checked_tokenizer(tmp, model_file, processor, model.config.block_size, texts)
         difference = logits_difference(model, tmp, windows)
         if not difference <= LOGITS_ATOL:
             raise PipelineError(
                 f"export: logits differ from ours by up to {difference:.3g} (allowed {LOGITS_ATOL}); "
                 "nothing was exported"
             )
-        for path in tmp.iterdir():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        shutil.rmtree(output, ignore_errors=True)
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    described = (
-        "tokenizer.json (fast, exact)"
-        if why_not_fast is None
-        else f"{SENTENCEPIECE_CLASS} backed by SentencePiece ({why_not_fast})"
-    )
-    return ExportReport(name, described, difference, len(windows), len(texts))
+    return ExportReport(name, tokenizer, difference, len(windows), len(texts))
+
+
+def write_model(directory: Path, model: GPT, name: str, processor: spm.SentencePieceProcessor) -> None:
+    """config.json, model.safetensors and generation_config.json of the stock class `name`."""
+    from safetensors.torch import save_file
+
+    ids = (processor.eos_id(), processor.pad_id(), processor.unk_id())
+    gpt2 = name == "GPT2LMHeadModel"
+    files.write_json(directory / "config.json", gpt2_config(model, *ids) if gpt2 else llama_config(model, *ids))
+    weights = gpt2_weights(model) if gpt2 else llama_weights(model)
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    generation = {
+        "eos_token_id": processor.eos_id(),
+        "pad_token_id": processor.pad_id(),
+        "bos_token_id": processor.eos_id(),
+        "do_sample": False,
+    }
+    files.write_json(directory / "generation_config.json", generation)
+
+
+def write_checked_tokenizer(directory: Path, model_file: Path, processor, block_size: int, texts: list[str]) -> str:
+    """The fast tokenizer where it can be exact and gives SentencePiece's ids on every text, else the
+    SentencePiece-backed class; PipelineError when even that misses a text. Returns what was written."""
+    why_not_fast = fast_is_possible(model_file)
+    write_tokenizer(directory, model_file, processor, block_size, fast=why_not_fast is None)
+    missed = tokenizer_mismatches(directory, processor, texts)
+    if why_not_fast is None and missed:
+        why_not_fast = f"the fast tokenizer gave other ids than SentencePiece on {len(missed)} of {len(texts)} texts"
+        (directory / "tokenizer.json").unlink()
+        write_tokenizer(directory, model_file, processor, block_size, fast=False)
+        missed = tokenizer_mismatches(directory, processor, texts)
+    if missed:
+        raise PipelineError(
+            f"export: the exported tokenizer gives other ids than SentencePiece on {len(missed)} "
+            f"of {len(texts)} texts, e.g. {missed[0][:80]!r}; nothing was exported"
+        )
+    if why_not_fast is None:
+        return "tokenizer.json (fast, exact)"
+    return f"{SENTENCEPIECE_CLASS} backed by SentencePiece ({why_not_fast})"
 
 
 def run_stage(p: Params) -> None:

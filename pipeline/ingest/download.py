@@ -324,8 +324,6 @@ def run_stage(p: Params, key: str) -> None:
         part = PARTIAL_DIR / key / (name + ".part")
         fetched.append(fetch(p.data.source, name, output, shard.sha256, p.download, part=part))
     seconds = time.monotonic() - started
-    n_bytes = sum(f.n_bytes for f in fetched)
-    checked = Counter(f.checked_against for f in fetched)
     files.write_json_atomic(
         STATS_DIR / "download" / f"{key}.json",
         {
@@ -333,16 +331,21 @@ def run_stage(p: Params, key: str) -> None:
                 {"file": name, "bytes": f.n_bytes, "sha256": f.sha256, "sha256_checked_against": f.checked_against}
                 for name, f in zip(names, fetched)
             ],
-            "bytes": n_bytes,
+            "bytes": sum(f.n_bytes for f in fetched),
         },
     )
+    _summary(key, redact(source_url(p.data.source, names[0])), outputs, fetched, seconds)
+
+
+def _summary(key: str, first_url: str, outputs: list[Path], fetched: list[Fetched], seconds: float) -> None:
+    n_bytes = sum(f.n_bytes for f in fetched)
+    checked = Counter(f.checked_against for f in fetched)
     unverified = checked.get("none", 0)
     verification = ", ".join(f"{count:,} against {where}" for where, count in checked.items() if where != "none")
     progress.summary(
         f"download@{key}",
         {
-            "from": redact(source_url(p.data.source, names[0]))
-            + (f" and {len(names) - 1:,} more files" if len(names) > 1 else ""),
+            "from": first_url + (f" and {len(outputs) - 1:,} more files" if len(outputs) > 1 else ""),
             "to": outputs[0] if len(outputs) == 1 else RAW_DIR / key,
             "bytes": f"{n_bytes:,} in {seconds:.1f} s ({n_bytes / max(seconds, 1e-9) / 1e6:.1f} MB/s)",
             "sha256": (fetched[0].sha256 + " " if len(fetched) == 1 else "")

@@ -234,7 +234,7 @@ class GPT(nn.Module):
 
         with files.replacing(directory / "model.safetensors", directory / "config.json") as (weights, config):
             save_model(self, str(weights))
-            config.write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
+            files.write_json(config, asdict(self.config))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "GPT":

@@ -16,11 +16,14 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _harness(args: argparse.Namespace) -> None:
+    from pipeline.config import formats
     from pipeline.config.load import load_params
     from pipeline.evaluation import harness
+    from pipeline.ingest.records import Fields
 
     p = load_params()
-    harness.run(p, args.splits or list(p.evaluate.splits), args.tasks, args.batch_size)
+    raw = {split: formats.raw_files(p.data, split) for split in args.splits or p.evaluate.splits}
+    harness.run(raw, Fields(p.data.text_field, p.data.group_field), args.tasks, args.batch_size)
 
 
 def _gather(args: argparse.Namespace) -> None:

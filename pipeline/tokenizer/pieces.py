@@ -1,4 +1,6 @@
-"""What a SentencePiece model's pieces let an encoder assume, read off the model file alone.
+"""What a SentencePiece model's pieces let an encoder assume, read off the model file alone: the one
+home of SentencePiece's facts (its whitespace marker, the piece types BPE builds, how a model file
+is read, which normalisers do nothing).
 
 Two properties decide how pipeline.encode.encoder may encode: whether a text's ids are its words' ids one
 after another (`word_boundary_problem`), and whether pipeline.encode.compiled_bpe reproduces the model's
@@ -16,6 +18,8 @@ SPACE = "▁"
 BPE = sentencepiece_model_pb2.TrainerSpec.BPE
 SentencePiece = sentencepiece_model_pb2.ModelProto.SentencePiece
 MERGEABLE = (SentencePiece.NORMAL, SentencePiece.USER_DEFINED, SentencePiece.UNUSED)  # what BPE may build
+# what BPE may build and keep: an unused piece is built, then split back into the two that made it
+KEPT = (SentencePiece.NORMAL, SentencePiece.USER_DEFINED)
 
 COMPILED = "compiled BPE"
 WORD_CACHE = "word cache with SentencePiece's BPE"
@@ -26,6 +30,11 @@ def read(model: Path) -> sentencepiece_model_pb2.ModelProto:
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(Path(model).read_bytes())
     return proto
+
+
+def normalizes_nothing(spec: sentencepiece_model_pb2.NormalizerSpec) -> bool:
+    """Whether the normaliser's rule maps every character to itself (whitespace handling aside)."""
+    return spec.name == "identity" and not spec.normalization_rule_tsv and not spec.precompiled_charsmap
 
 
 def two_piece_splits(piece: str, ids: dict[str, int]) -> list[tuple[int, int]]:

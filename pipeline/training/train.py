@@ -3,11 +3,9 @@
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 import shutil
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -20,134 +18,22 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from pipeline.config import layout
 from pipeline.config.layout import METRICS_DIR, MODEL_DIR, TOKENIZER_DIR
-from pipeline.config.schema import Params
+from pipeline.config.schema import ModelParams, Params, TrainParams
 from pipeline.core import files, plots, progress
 from pipeline.core.errors import PipelineError
 from pipeline.encode import token_files
 from pipeline.model.gpt import GPT, GPTConfig
+from pipeline.training import resume
 from pipeline.training.callbacks import FiniteWeights, MixtureReport, StepProgress, TokenThroughput
 from pipeline.training.module import GPTModule
-from pipeline.training.windows import TokenDataModule, train_paths
+from pipeline.training.windows import TokenDataModule, training_arrays
 
 CHECKPOINT_DIR = MODEL_DIR / "checkpoints"
-RUN_FILE = CHECKPOINT_DIR / "run.json"
 TRAIN_METRICS_DIR = METRICS_DIR / "train"
 LOSS_CURVE = TRAIN_METRICS_DIR / "loss.png"
-# Settings that do not change the weights a run arrives at: a resume may differ in these.
-NOT_TRAJECTORY = {
-    "max_steps",
-    "val_check_interval",
-    "val_windows",
-    "checkpoint_every",
-    "log_every",
-    "resume",
-    "num_workers",
-    "peak_flops",
-    "wandb",
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "strategy",
-    "compile",
-    "num_threads",
-}
 
 
-def trajectory(p: Params, train_metas: list[dict]) -> dict:
-    """Everything that decides the weights at a given step; a checkpoint resumes only under the same."""
-    train = {k: v for k, v in dataclasses.asdict(p.train).items() if k not in NOT_TRAJECTORY}
-    return {
-        "model": dataclasses.asdict(p.model),
-        "train": train,
-        "data": [
-            {
-                **{k: m[k] for k in ("source", "n_tokens", "tokenizer_sha256")},
-                "group": layout.shard(p.data, key).group or "train",
-            }
-            for key, m in zip(layout.keys(p.data, "train"), train_metas)
-        ],
-    }
-
-
-def _previous_run(current: dict, resume: str, rank_zero: bool) -> tuple[Path | None, str]:
-    """(checkpoint to resume from, W&B run id). Rank zero clears another run's checkpoints, saying why.
-
-    The decision reads only run.json and last.ckpt, and rank zero's clearing cannot change it, so
-    every rank of a distributed run reaches the same one whenever it looks.
-    """
-    last = CHECKPOINT_DIR / "last.ckpt"
-    previous = json.loads(RUN_FILE.read_text()) if RUN_FILE.exists() else None
-    if resume == "auto" and previous and previous["trajectory"] == current and last.exists():
-        step = _check_loads_safely(last)
-        if rank_zero:
-            _rewind_dvclive(TRAIN_METRICS_DIR, step)
-            progress.note(f"train: resuming from {last} at step {step:,}")
-        return last, previous["wandb_id"]
-    run_id = uuid.uuid4().hex[:8]
-    if not rank_zero:
-        return None, run_id
-    if CHECKPOINT_DIR.exists() and any(CHECKPOINT_DIR.iterdir()):
-        if resume == "never":
-            why = "train.resume is never"
-        elif previous is None:
-            why = "they carry no run.json"
-        elif previous["trajectory"] != current:
-            why = "they belong to other params: " + ", ".join(_changed(previous["trajectory"], current))
-        else:
-            why = "there is no last.ckpt"
-        print(f"train: starting afresh and clearing {CHECKPOINT_DIR}: {why}", flush=True)
-        shutil.rmtree(CHECKPOINT_DIR)
-    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
-    files.write_json_atomic(RUN_FILE, {"trajectory": current, "wandb_id": run_id})
-    return None, run_id
-
-
-def _check_loads_safely(checkpoint: Path) -> int:
-    """Refuse a checkpoint that needs more than tensors and plain data to load: it could run code.
-    Return its step."""
-    try:
-        return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception as exc:  # torch raises several types for a refused or damaged pickle
-        raise PipelineError(
-            f"{checkpoint}: refused: it does not load as plain tensors and data "
-            f"(weights_only=True: {str(exc).splitlines()[0]}); it may hold code. Delete it, "
-            "or set train.resume: never to start afresh"
-        ) from None
-
-
-def _rewind_dvclive(directory: Path, step: int) -> None:
-    """Bring DVCLive's files back to the checkpoint's step before a resume appends to them.
-
-    A killed run may have logged steps past its last checkpoint (the resumed run logs them again,
-    identically) or died mid-write; DVCLive would then read half a metrics.json, or append to half a line.
-    """
-    for tsv in directory.glob("plots/**/*.tsv"):
-        lines = tsv.read_text().split("\n")
-        complete = lines[:-1]  # text after the last newline is a line cut short
-        kept = complete[:1] + [row for row in complete[1:] if int(row.split("\t")[0]) < step]
-        tsv.write_text("".join(row + "\n" for row in kept))
-    summary = directory / "metrics.json"
-    try:
-        json.loads(summary.read_text())
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        summary.unlink()  # rewritten at the next log
-
-
-def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(old) | set(new))
-    out = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def _loggers(p: Params, run_id: str, resuming: bool) -> list:
+def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool) -> list:
     from dvclive.lightning import DVCLiveLogger
 
     class StepsLogger(DVCLiveLogger):
@@ -156,8 +42,8 @@ def _loggers(p: Params, run_id: str, resuming: bool) -> list:
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:
             super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
-    loggers = [StepsLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
-    if p.train.wandb.mode != "disabled":
+    found = [StepsLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
+    if train.wandb.mode != "disabled":
         import wandb
         from pytorch_lightning.loggers import WandbLogger
 
@@ -166,17 +52,17 @@ def _loggers(p: Params, run_id: str, resuming: bool) -> list:
         run = None
         if rank_zero_only.rank == 0:
             run = wandb.init(
-                project=p.train.wandb.project,
-                entity=p.train.wandb.entity,
+                project=train.wandb.project,
+                entity=train.wandb.entity,
                 id=run_id,
                 resume="allow",
-                mode=p.train.wandb.mode,
+                mode=train.wandb.mode,
                 dir=".",
                 settings=wandb.Settings(silent=True),  # where the run is: in the stage summary
             )
-        loggers.append(WandbLogger(experiment=run, log_model=False))
-        loggers[-1].log_hyperparams({"model": dataclasses.asdict(p.model), "train": dataclasses.asdict(p.train)})
-    return loggers
+        found.append(WandbLogger(experiment=run, log_model=False))
+        found[-1].log_hyperparams({"model": dataclasses.asdict(model), "train": dataclasses.asdict(train)})
+    return found
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -193,7 +79,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.write_bytes(buffer.getbuffer())
 
 
-def export(trainer: pl.Trainer, config: GPTConfig, tokenizer_model: Path) -> None:
+def export_weights(trainer: pl.Trainer, config: GPTConfig, tokenizer_model: Path) -> None:
     """model.safetensors, config.json and the tokenizer in data/model, from the full weights."""
     state = trainer.strategy.lightning_module_state_dict()  # every rank takes part under FSDP
     if trainer.is_global_zero:
@@ -221,7 +107,7 @@ def quiet_lightning() -> None:
     its own summary. Warnings still show, but for two that this stage's design triggers on purpose."""
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # run.json and the checkpoints of the run being resumed live there (see _previous_run)
+    # run.json and the checkpoints of the run being resumed live there (pipeline.training.resume)
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # Lightning 2.6's own use of a torch.utils._pytree name that torch 2.13 deprecates; not our call
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -250,24 +136,45 @@ def lightning_call(trainer: pl.Trainer):
 
 
 def run_stage(p: Params) -> None:
+    """The train stage: the GPT trained on every training array, resumed where it belongs, exported."""
     if p.train.num_threads:
         torch.set_num_threads(p.train.num_threads)
     quiet_lightning()
     tokenizer_model = TOKENIZER_DIR / "spm.model"
     vocab_size = spm.SentencePieceProcessor(model_file=str(tokenizer_model)).get_piece_size()
-    metas = token_files.check_arrays(train_paths(p) + [layout.tokens_path("val")], tokenizer_model, vocab_size)
-    config = GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(p.model))
-    resume_from, run_id = _previous_run(trajectory(p, metas[:-1]), p.train.resume, rank_zero_only.rank == 0)
-
+    arrays, val_array = training_arrays(p.data), layout.tokens_path("val")
+    metas = token_files.check_arrays([path for path, _ in arrays] + [val_array], tokenizer_model, vocab_size)
+    current = resume.trajectory(p.model, p.train, arrays, metas[:-1])
+    rank_zero = rank_zero_only.rank == 0
+    resume_from, run_id = resume.previous_run(CHECKPOINT_DIR, current, p.train.resume, rank_zero, TRAIN_METRICS_DIR)
     pl.seed_everything(p.train.seed, workers=True, verbose=False)
+    config = GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(p.model))
     module = GPTModule(config, p.train)
-    data = TokenDataModule(p, tokenizer_model, vocab_size)
+    data = TokenDataModule(arrays, val_array, p.model.block_size, p.train, tokenizer_model, vocab_size)
+    trainer = build_trainer(p.train, module, loggers(p.train, p.model, run_id, resuming=resume_from is not None))
+    started = time.monotonic()
+    train_loss = fit(trainer, module, data, resume_from)
+    export_weights(trainer, config, tokenizer_model)
+    for logger in trainer.loggers:
+        logger.finalize("success")
+    if p.train.wandb.mode != "disabled":
+        import wandb
+
+        wandb.finish()
+    if trainer.is_global_zero:
+        plots.loss_curve(loss_points(TRAIN_METRICS_DIR, "train"), loss_points(TRAIN_METRICS_DIR, "val"), LOSS_CURVE)
+        summarize(trainer, module, p.train.wandb.mode, run_id, resume_from, train_loss, time.monotonic() - started)
+
+
+def build_trainer(train: TrainParams, module: GPTModule, found_loggers: list) -> pl.Trainer:
+    """A Lightning Trainer from train params: checkpoints (`last` every checkpoint_every steps, `best` by
+    validation loss), the callbacks that watch the run, atomic checkpoint writes."""
     last = ModelCheckpoint(
         dirpath=CHECKPOINT_DIR,
         save_top_k=0,
         save_last=True,
         enable_version_counter=False,
-        every_n_train_steps=p.train.checkpoint_every,
+        every_n_train_steps=train.checkpoint_every,
     )
     # only validations inside fit choose the best: not the step-0 loss, not the end of an epoch
     best = ModelCheckpoint(
@@ -279,44 +186,47 @@ def run_stage(p: Params) -> None:
         enable_version_counter=False,
         save_on_train_epoch_end=False,
     )
-    loggers = _loggers(p, run_id, resuming=resume_from is not None)
-    strategy = p.train.strategy
+    strategy = train.strategy
     if strategy == "fsdp":
         from pytorch_lightning.strategies import FSDPStrategy
 
         strategy = FSDPStrategy(state_dict_type="full")
-    steps_bar = StepProgress(p.train.max_steps, p.train.log_every)
+    block_size = module.config.block_size
     callbacks = [
         last,
         best,
-        TokenThroughput(p.train, config.block_size, module.flops_per_token),
-        steps_bar,
-        FiniteWeights(p.train),
+        TokenThroughput(train, block_size, module.flops_per_token),
+        StepProgress(train.max_steps, train.log_every),
+        FiniteWeights(train),
     ]
-    if p.train.mixture is not None:
-        callbacks.append(MixtureReport(p.train, config.block_size))
-    trainer = pl.Trainer(
-        accelerator=p.train.accelerator,
-        devices=p.train.devices,
-        num_nodes=p.train.num_nodes,
+    if train.mixture is not None:
+        callbacks.append(MixtureReport(train, block_size))
+    return pl.Trainer(
+        accelerator=train.accelerator,
+        devices=train.devices,
+        num_nodes=train.num_nodes,
         strategy=strategy,
-        precision=p.train.precision,
-        max_steps=p.train.max_steps,
-        accumulate_grad_batches=p.train.grad_accum,
-        gradient_clip_val=p.train.grad_clip or None,
-        val_check_interval=p.train.val_check_interval * p.train.grad_accum,
+        precision=train.precision,
+        max_steps=train.max_steps,
+        accumulate_grad_batches=train.grad_accum,
+        gradient_clip_val=train.grad_clip or None,
+        val_check_interval=train.val_check_interval * train.grad_accum,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        log_every_n_steps=p.train.log_every,
+        log_every_n_steps=train.log_every,
         callbacks=callbacks,
-        logger=loggers,
+        logger=found_loggers,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(MODEL_DIR),
         enable_model_summary=False,
         enable_progress_bar=False,
     )
-    started = time.monotonic()
+
+
+def fit(trainer: pl.Trainer, module: GPTModule, data: TokenDataModule, resume_from: Path | None):
+    """Validate at step 0 (a fresh run), train (from `resume_from`), validate the final weights unless
+    the last step just did, save the final step; return the last training loss logged."""
     if resume_from is None:
         with lightning_call(trainer):
             trainer.validate(module, datamodule=data, verbose=False)  # the loss at step 0, for comparison
@@ -328,44 +238,32 @@ def run_stage(p: Params) -> None:
             trainer.validate(module, datamodule=data, verbose=False)  # the final weights' loss, for the summary
     # the final step too (with optimizer state), so a larger max_steps later resumes from here
     trainer.save_checkpoint(CHECKPOINT_DIR / "last.ckpt", weights_only=False)
-    export(trainer, config, tokenizer_model)
-    for logger in loggers:
-        logger.finalize("success")
-    if p.train.wandb.mode != "disabled":
-        import wandb
+    return train_loss
 
-        wandb.finish()
-    if trainer.is_global_zero:
-        plots.loss_curve(loss_points(TRAIN_METRICS_DIR, "train"), loss_points(TRAIN_METRICS_DIR, "val"), LOSS_CURVE)
-        val_loss = float(trainer.callback_metrics["val/loss"])
-        steps = trainer.global_step
-        progress.summary(
-            "train",
-            {
-                "model": f"{module.model.n_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide, "
-                f"context {config.block_size}, vocabulary {vocab_size:,})",
-                "run": ("resumed from " + str(resume_from) if resume_from else "fresh")
-                + f", W&B id {run_id}"
-                + (
-                    f" ({p.train.wandb.mode}: `wandb sync wandb/offline-run-*-{run_id}` uploads it)"
-                    if p.train.wandb.mode == "offline"
-                    else ""
-                ),
-                "steps": f"{steps:,} ({module.tokens_seen():,} tokens); this run trained "
-                + (
-                    f"{steps - steps_bar.first_step:,} (from step {steps_bar.first_step:,})"
-                    if steps_bar.first_step is not None
-                    else "none"
-                ),
-                "loss": (f"train {float(train_loss):.4f}, " if train_loss is not None else "")
-                + f"val {val_loss:.4f} at step {steps:,}"
-                + (
-                    f" (best {float(best.best_model_score):.4f}: {CHECKPOINT_DIR / Path(best.best_model_path).name})"
-                    if best.best_model_score is not None
-                    else ""
-                ),
-                "exported": f"{MODEL_DIR}/model.safetensors, config.json, tokenizer.model",
-                "loss curve": str(LOSS_CURVE),
-                "time": f"{time.monotonic() - started:.0f} s on {trainer.world_size} x {trainer.strategy.root_device}",
-            },
-        )
+
+def summarize(trainer, module: GPTModule, wandb_mode: str, run_id: str, resume_from, train_loss, seconds: float):
+    """The stage's one-screen summary."""
+    config, steps = module.config, trainer.global_step
+    best = next(c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss")
+    first = next(c for c in trainer.callbacks if isinstance(c, StepProgress)).first_step
+    offline = f" (offline: `wandb sync wandb/offline-run-*-{run_id}` uploads it)" if wandb_mode == "offline" else ""
+    progress.summary(
+        "train",
+        {
+            "model": f"{module.model.n_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide, "
+            f"context {config.block_size}, vocabulary {config.vocab_size:,})",
+            "run": ("resumed from " + str(resume_from) if resume_from else "fresh") + f", W&B id {run_id}{offline}",
+            "steps": f"{steps:,} ({module.tokens_seen():,} tokens); this run trained "
+            + (f"{steps - first:,} (from step {first:,})" if first is not None else "none"),
+            "loss": (f"train {float(train_loss):.4f}, " if train_loss is not None else "")
+            + f"val {float(trainer.callback_metrics['val/loss']):.4f} at step {steps:,}"
+            + (
+                f" (best {float(best.best_model_score):.4f}: {CHECKPOINT_DIR / Path(best.best_model_path).name})"
+                if best.best_model_score is not None
+                else ""
+            ),
+            "exported": f"{MODEL_DIR}/model.safetensors, config.json, tokenizer.model",
+            "loss curve": str(LOSS_CURVE),
+            "time": f"{seconds:.0f} s on {trainer.world_size} x {trainer.strategy.root_device}",
+        },
+    )

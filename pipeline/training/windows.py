@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import layout
-from pipeline.config.schema import Params, TrainParams
+from pipeline.config.schema import DataParams, TrainParams
 from pipeline.core.errors import PipelineError
 from pipeline.encode import token_files
 
@@ -219,17 +219,10 @@ class ValBatches(Sampler):
         return len(self.batches)
 
 
-def train_paths(p: Params) -> list[Path]:
-    """Every train shard's token array, in the order of data.shards."""
-    return [layout.tokens_path(key) for key in layout.keys(p.data, "train")]
-
-
-def train_groups(p: Params) -> dict[str, list[Path]]:
-    """Each group's training arrays (a shard's `group`, default `train`), in the order of data.shards."""
-    groups: dict[str, list[Path]] = {}
-    for key in layout.keys(p.data, "train"):
-        groups.setdefault(layout.shard(p.data, key).group or "train", []).append(layout.tokens_path(key))
-    return groups
+def training_arrays(data: DataParams) -> list[tuple[Path, str]]:
+    """(token array, group) of every training shard, in the order of data.shards; a shard without a
+    group is in `train`."""
+    return [(layout.tokens_path(key), layout.shard(data, key).group or "train") for key in layout.keys(data, "train")]
 
 
 def samples_per_step(t: TrainParams, world_size: int) -> int:
@@ -243,35 +236,46 @@ def tokens_per_step(t: TrainParams, block_size: int, world_size: int) -> int:
 
 
 class TokenDataModule(pl.LightningDataModule):
-    """Train windows from every train array, validation windows from val.bin, resumable by step."""
+    """Train windows from every training array ((path, group) in `arrays`), validation windows from
+    `val_array`, resumable by step."""
 
-    def __init__(self, p: Params, tokenizer_model: Path, vocab_size: int):
+    def __init__(
+        self,
+        arrays: list[tuple[Path, str]],
+        val_array: Path,
+        block_size: int,
+        train: TrainParams,
+        tokenizer_model: Path,
+        vocab_size: int,
+    ):
         super().__init__()
-        self.p, self.tokenizer_model, self.vocab_size = p, tokenizer_model, vocab_size
-        self.train_paths, self.val_path = train_paths(p), layout.tokens_path("val")
+        self.arrays, self.val_array, self.block_size, self.train = arrays, val_array, block_size, train
+        self.tokenizer_model, self.vocab_size = tokenizer_model, vocab_size
 
     def setup(self, stage: str | None = None) -> None:
-        token_files.check_arrays(self.train_paths + [self.val_path], self.tokenizer_model, self.vocab_size)
-        block_size, t = self.p.model.block_size, self.p.train
+        paths = [path for path, _ in self.arrays]
+        token_files.check_arrays(paths + [self.val_array], self.tokenizer_model, self.vocab_size)
+        t = self.train
         if t.mixture is None:
-            self.train_set = ShuffledWindows(Windows(self.train_paths, block_size), t.seed)
+            self.train_set = ShuffledWindows(Windows(paths, self.block_size), t.seed)
         else:
-            groups = {name: Windows(paths, block_size) for name, paths in train_groups(self.p).items()}
-            self.train_set = MixedWindows(groups, t.mixture, t.seed)
-        self.val_set = Windows([self.val_path], self.p.model.block_size)
+            groups: dict[str, list[Path]] = {}
+            for path, group in self.arrays:
+                groups.setdefault(group, []).append(path)
+            windows = {name: Windows(group_paths, self.block_size) for name, group_paths in groups.items()}
+            self.train_set = MixedWindows(windows, t.mixture, t.seed)
+        self.val_set = Windows([self.val_array], self.block_size)
 
     def train_dataloader(self) -> DataLoader:
-        t = self.p.train
-        start = self.trainer.global_step * samples_per_step(
-            t, self.trainer.world_size
-        )  # restored from a checkpoint by now
+        t = self.train
+        start = self.trainer.global_step * samples_per_step(t, self.trainer.world_size)  # restored by now
         sampler = TrainBatches(start, t.batch_size, self.trainer.global_rank, self.trainer.world_size)
         return DataLoader(
             self.train_set, batch_sampler=sampler, num_workers=t.num_workers, persistent_workers=t.num_workers > 0
         )
 
     def val_dataloader(self) -> DataLoader:
-        t = self.p.train
+        t = self.train
         sampler = ValBatches(
             len(self.val_set), t.val_windows, t.batch_size, self.trainer.global_rank, self.trainer.world_size
         )
