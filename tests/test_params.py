@@ -261,3 +261,13 @@ def test_muon_is_refused_with_a_strategy_that_shards_matrices(tmp_path):
         tmp_path, lambda raw: raw["train"].update(optimizer="muon", strategy="fsdp"), "train.optimizer", "shards them"
     )
     expect_error(tmp_path, lambda raw: raw["train"].update(muon_momentum=1.0), "train.muon_momentum")
+
+
+SLIMPAJAMA_TRAIN_FILES = [5912, 5911, 5919, 5917, 5933, 5915, 5906, 5921, 5920, 5912]  # chunk1..10, published listing
+
+
+def test_the_slimpajama_preset_reads_every_file_the_listing_holds_in_each_train_chunk():
+    p = load_params(REPO / "presets" / "slimpajama.yaml")
+    chunks = {key: shard.numbers for key, shard in p.data.shards.items() if key.startswith("chunk")}
+    assert chunks == {f"chunk{i}": (0, n) for i, n in enumerate(SLIMPAJAMA_TRAIN_FILES, 1)}
+    assert formats.shard_files(p.data.shards["chunk5"])[-1] == "train/chunk5/example_train_5932.jsonl.zst"
