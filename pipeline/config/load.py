@@ -53,7 +53,7 @@ def _build(cls: type, raw: Any, file: str, where: str) -> Any:
         if name not in raw:
             raise PipelineError(
                 f"{file}: {key}: missing; every field must be set in the params file "
-                "(its meaning and a sensible value: pipeline/config/load.py)"
+                "(its meaning and a sensible value: pipeline/config/schema.py)"
             )
         values[name] = _convert(hints[name], raw[name], file, key)
     return cls(**values)
