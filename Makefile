@@ -27,11 +27,11 @@ gather: install  # merge workers' branches: make gather REFS="worker/a worker/b"
 run: install
 	dvc repro
 
-test: install  # every test (~15 min on 2 cores)
-	pytest
+test: install  # every test, on every core (pytest-xdist; tests/conftest.py keeps shared fixtures together)
+	pytest -n auto --dist loadgroup
 
-test-fast: install  # everything but the slow tier (full dvc runs, trainings, fault injection): a few minutes
-	pytest -m "not slow"
+test-fast: install  # everything but the slow tier (full dvc runs, trainings, fault injection)
+	pytest -n auto --dist loadgroup -m "not slow"
 
 mutants: install  # each deliberate break must fail the tests named for it (tests/mutants.py; not in CI)
 	python tests/mutants.py

@@ -11,6 +11,16 @@ from pipeline.tokenizer import spm_train
 from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    """`make test` runs pytest-xdist's workers (`-n auto --dist loadgroup`): keep together what shares
+    an expensive fixture, every test that reads the built repository in one worker, which builds it
+    once, and each other module's tests in one worker, for its module-scoped fixtures."""
+    for item in items:
+        group = "built" if "built" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory) -> Path:
     """A lossless 1,000-piece BPE model trained on the sample's val text (a few seconds)."""
