@@ -14,3 +14,20 @@ Layers, bottom to top; a module imports only from its own folder and the folders
     export      the model as a Hugging Face transformers model
     ops         the `pile-gpt` command, dvc.lock merged stage by stage
 """
+
+# Modules that cannot change an output's bytes: messages, start and stop, progress bars,
+# whole-or-nothing writes, machine facts; params' declarations, loading and rules (they accept or
+# refuse params, never change a value; every field must be in the file, so no default decides an
+# output). No stage lists them in dvc.yaml (tests/test_deps.py), and no checkpoint records them.
+NEUTRAL_MODULES = frozenset(
+    {
+        "core.errors",
+        "core.cli",
+        "core.progress",
+        "core.files",
+        "core.machine",
+        "config.load",
+        "config.rules",
+        "config.schema",
+    }
+)

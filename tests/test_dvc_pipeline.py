@@ -68,7 +68,8 @@ def test_metrics_hold_the_headline_numbers_only_and_fit_a_terminal(built):
     for split in ("val", "test"):
         assert headline[split] == {"bpb": full[split]["bpb"], "loss": full[split]["loss"]}
         assert len(full[split]["per_group"]) == 3  # per group: in the stats file (and metrics/eval.png)
-    assert {"loss", "tokens_per_s", "tokens"} <= set(shown["metrics/train/metrics.json"]["data"]["train"])
+    train = shown["metrics/train/metrics.json"]["data"]["train"]
+    assert {"loss", "tokens"} <= set(train) and not {"tokens_per_s", "mfu"} & set(train)  # no wall-clock figure
     for stats in ("stats/download/00.json", "stats/corpus/00.json", "stats/tokenizer.json", "data/tokens/val.json"):
         assert (built / stats).is_file(), stats
     table = run(built, "dvc", "metrics", "show").stdout
@@ -119,6 +120,25 @@ def test_one_shard_stage_reruns_alone_and_settings_that_cannot_change_outputs_do
     assert stages_run(result) == {"download@val", "pretokenize@val"} and "is cached" not in result.stdout
     assert "with 1 workers" in result.stdout  # the setting was in force
     assert (repo / "dvc.lock").read_text() == before  # same bytes, same hashes
+
+
+def test_a_stray_file_in_a_folder_a_stage_depends_on_stops_the_stage_naming_it(built, tmp_path):
+    """train, export and evaluate depend on the whole of data/tokens, the tokenizer on data/corpus: a file
+    no stage makes (a shard removed from params, a copy left by hand) would change the folder's hash in
+    dvc.lock, which no clean clone could reproduce. The stage refuses, naming the file and the way out."""
+    repo = copy_of(built, tmp_path)
+    (repo / "data/tokens/02.bin").write_bytes(b"\0\0")
+    (repo / "data/corpus/07.txt").write_text("a corpus part of a shard that is no longer listed\n")
+    stale = set(re.findall(r"^(\S+):$", run(repo, "dvc", "status").stdout, re.MULTILINE))
+    assert stale == {"tokenizer", "train", "export", "evaluate"}, stale  # the folders' hashes changed
+    train = run(repo, "python", "stages/train.py", check=False)  # the command `dvc repro` would run
+    assert train.returncode == 1 and "error: data/tokens/02.bin: no stage makes this file" in train.stderr
+    assert "rm data/tokens/02.*" in train.stderr and "add the key '02' under data.shards" in train.stderr
+    tokenizer = run(repo, "python", "stages/tokenizer.py", check=False)
+    assert tokenizer.returncode == 1 and "error: data/corpus/07.txt: no stage makes this file" in tokenizer.stderr
+    (repo / "data/tokens/02.bin").unlink()
+    (repo / "data/corpus/07.txt").unlink()
+    assert "Data and pipelines are up to date" in run(repo, "dvc", "status").stdout
 
 
 def test_corrupt_mirror_file_fails_with_its_name_and_leaves_no_output(built, tmp_path):

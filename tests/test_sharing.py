@@ -13,13 +13,22 @@ from tests.repo import copy_of, edit_params, fresh_copy, run, stages_run
 pytestmark = pytest.mark.slow  # clones, a DVC remote and full runs
 
 
-def test_colleague_pulls_the_tokenized_shards_and_tokenizes_nothing(built, tmp_path):
+def test_colleague_pulls_every_output_and_runs_nothing_or_the_tokenized_shards_and_tokenizes_nothing(built, tmp_path):
+    """A colleague's clone that pulls every output from the remote is up to date and reruns nothing;
+    one that pulls only the tokenizer and the arrays, and changes a train param, runs train, export and
+    evaluate alone, on the shared arrays."""
     origin = copy_of(built, tmp_path)
     remote = tmp_path / "remote"
     run(origin, "dvc", "remote", "add", "--default", "shared", str(remote))
     run(origin, "dvc", "push")
     run(origin, "git", "add", "-A")
     run(origin, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run on the sample")
+
+    everything = tmp_path / "everything"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(everything))
+    run(everything, "dvc", "pull")
+    assert "Data and pipelines are up to date" in run(everything, "dvc", "status").stdout
+    assert stages_run(run(everything, "dvc", "repro")) == set()
 
     colleague = tmp_path / "colleague"
     run(tmp_path, "git", "clone", "-q", str(origin), str(colleague))

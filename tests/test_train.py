@@ -86,11 +86,12 @@ def set_params(directory, raw=None, **overrides):
     (directory / "params.yaml").write_text(yaml.safe_dump(raw))
 
 
-def train(directory, check=True):
+def train(directory, check=True, code=REPO):
+    """Run the train stage in `directory`, from the stage script and package under `code`."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "stages/train.py")],
+        [sys.executable, str(code / "stages/train.py")],
         cwd=directory,
-        env=child_env(),
+        env={**child_env(), "PYTHONPATH": str(code)},
         capture_output=True,
         text=True,
         timeout=HANG_S * 2,
@@ -196,19 +197,24 @@ def test_loss_falls_and_the_model_is_exported(whole, variant):
     assert (repo / "data/model/checkpoints/last.ckpt").exists() and (repo / "data/model/checkpoints/best.ckpt").exists()
 
 
-def test_throughput_is_logged_and_mfu_only_where_the_peak_is_known(tmp_path, small_model, token_arrays, whole):
-    """On CPU Lightning knows no peak FLOP/s, so no MFU; train.peak_flops supplies one."""
-    plain, _ = whole["modern+muon"]
+def test_throughput_and_mfu_go_to_the_summary_never_to_tracked_files(tmp_path, small_model, token_arrays, whole):
+    """Wall-clock figures differ run to run: they stay out of DVCLive's files (DVC outputs), and go to
+    the summary (and W&B, whose offline runs only `wandb sync` reads). On CPU Lightning knows no peak
+    FLOP/s, so no MFU; train.peak_flops supplies one."""
+    plain, result = whole["modern+muon"]
     logged = json.loads((plain / "metrics/train/metrics.json").read_text())["train"]
-    assert logged["tokens_per_s"] > 0 and logged["tokens"] == 48 * 8 * 32 and "mfu" not in logged
-    peak = project(
-        tmp_path / "peak", small_model, token_arrays, train__max_steps=8, train__log_every=2, train__peak_flops=1e12
-    )
-    train(peak)
-    logged = json.loads((peak / "metrics/train/metrics.json").read_text())["train"]
+    assert logged["tokens"] == 48 * 8 * 32 and not {"tokens_per_s", "mfu"} & set(logged)
+    assert not list((plain / "metrics/train").rglob("tokens_per_s*")) and not list((plain / "metrics").rglob("mfu*"))
+    assert re.search(r"throughput\s+[\d,]+ tokens/s \(no MFU", result.stdout), result.stdout
+    peak = project(tmp_path, small_model, token_arrays, train__max_steps=8, train__log_every=2, train__peak_flops=1e12)
+    result = train(peak)
     shape = yaml.safe_load((peak / "params.yaml").read_text())["model"]  # the variant params.yaml trains
     flops_per_token = GPT(GPTConfig(vocab_size=1000, **shape)).flops_per_token()
-    assert logged["mfu"] == pytest.approx(logged["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
+    shown = re.search(r"throughput\s+([\d,]+) tokens/s, MFU ([\d.]+)%", result.stdout)
+    assert shown, result.stdout
+    tokens_per_s, mfu = float(shown.group(1).replace(",", "")), float(shown.group(2)) / 100
+    assert tokens_per_s > 0 and mfu == pytest.approx(tokens_per_s * flops_per_token / 1e12, rel=1e-2)
+    assert "tokens_per_s" not in (peak / "metrics/train/metrics.json").read_text()
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -258,13 +264,41 @@ def test_raising_max_steps_continues_the_run_as_if_it_had_never_stopped(tmp_path
     assert same_weights(weights(reference), weights(staged))
 
 
-def test_changing_the_learning_rate_starts_afresh_and_says_why(tmp_path, small_model, token_arrays):
+def test_a_finished_run_or_one_of_other_params_is_trained_afresh_and_the_summary_says_why(
+    tmp_path, small_model, token_arrays
+):
     repo = project(tmp_path, small_model, token_arrays, train__max_steps=4)
     train(repo)
+    first = weights(repo)
+    again = train(repo)  # what `dvc repro --force train` does: it must show what this code makes, not resume
+    assert "fresh (the run finished at step 4: a rerun trains it again from scratch" in again.stdout, again.stdout
+    assert trained(4, 0) in again.stdout
+    assert same_weights(first, weights(repo))  # CPU training is bit-reproducible run to run
     set_params(repo, train__lr=0.001)
     result = train(repo)
-    assert "starting afresh" in result.stdout and "train.lr" in result.stdout and "fresh," in result.stdout
+    assert (
+        "starting afresh" in result.stdout
+        and "fresh (the checkpoints belong to other params: train.lr" in result.stdout
+    )
     assert trained(4, 0) in result.stdout
+
+
+def test_a_checkpoint_made_by_other_training_code_is_not_continued(tmp_path, small_model, token_arrays):
+    """Raising max_steps continues a run, but only under the code that made it: a change to a module
+    the stage runs (here a comment in the Lightning module) starts afresh, naming the file."""
+    code = tmp_path / "code"
+    for part in ("pipeline", "stages"):
+        shutil.copytree(REPO / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
+    repo = project(tmp_path / "repo", small_model, token_arrays, train__max_steps=4)
+    train(repo, code=code)
+    set_params(repo, train__max_steps=8)
+    module = code / "pipeline/training/module.py"
+    module.write_text(module.read_text() + "\n# a change to the training code\n")
+    result = train(repo, code=code)
+    assert "fresh (the checkpoints were made by other code: pipeline/training/module.py)" in result.stdout, (
+        result.stdout
+    )
+    assert trained(8, 0) in result.stdout
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
@@ -347,12 +381,16 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
         assert failed[0] <= failed[1]  # seen no later when checked at every step
 
 
-def test_arrays_from_another_tokenizer_are_refused_before_training(tmp_path, small_model, token_arrays):
+def test_arrays_from_another_tokenizer_or_no_tokenizer_are_refused_before_training(tmp_path, small_model, token_arrays):
     repo = project(tmp_path, small_model, token_arrays)
     meta = repo / "data/tokens/00.json"
     meta.write_text(meta.read_text().replace('"tokenizer_sha256": "', '"tokenizer_sha256": "0'))
     result = train(repo, check=False)
     assert result.returncode == 1 and "data/tokens/00.bin: made with another tokenizer" in result.stderr
+    (repo / "data/tokenizer/spm.model").unlink()
+    result = train(repo, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: data/tokenizer/spm.model: missing; run `dvc repro tokenizer`" in result.stderr
 
 
 class _Payload:

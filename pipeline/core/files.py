@@ -51,6 +51,14 @@ def input_size(path: Path) -> int:
     return size
 
 
+def strays(directory: Path, expected: set[str]) -> list[Path]:
+    """What `directory` holds besides the `expected` names and the temporaries of an interrupted write
+    (which .dvcignore keeps out of DVC's hashes)."""
+    if not directory.is_dir():
+        return []
+    return [path for path in sorted(directory.iterdir()) if path.name not in expected and TMP_SUFFIX not in path.name]
+
+
 def temporary(output: Path) -> Path:
     return output.with_name(output.name + TMP_SUFFIX)
 

@@ -183,7 +183,7 @@ def run(
 
 def _checked_processor(model: Path, dtype: str) -> spm.SentencePieceProcessor:
     """The tokenizer, refused before any work when its ids would not fit `dtype` or it has no separator."""
-    processor = spm.SentencePieceProcessor(model_file=str(model))
+    processor = pieces.processor(model)
     token_files.check_dtype_fits(processor.get_piece_size(), dtype, model)
     if processor.eos_id() < 0:
         raise PipelineError(

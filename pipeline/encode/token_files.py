@@ -7,6 +7,7 @@ record per document: where its tokens start, its UTF-8 length and the id of its 
 """
 
 import contextlib
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from pipeline.core import files
 from pipeline.core.errors import PipelineError
 
-FORMAT = "pile-gpt tokens v1"
+FORMAT = "pile-gpt tokens v2"  # v2: the metadata holds the sha256 of the tokens
 INDEX_DTYPE = np.dtype([("token_offset", "<u8"), ("n_bytes", "<u8"), ("set_id", "<u4")])
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
@@ -46,6 +47,7 @@ class TokenWriter:
         self.set_ids: dict[str, int] = {}
         """Group name -> its set id in the index, in the order the groups first appear."""
         self.per_group: dict[str, Counter] = {}
+        self.digest = hashlib.sha256()  # of the .bin, as it is written: what a checkpoint records of its data
 
     def __enter__(self) -> "TokenWriter":
         with contextlib.ExitStack() as stack:
@@ -72,7 +74,9 @@ class TokenWriter:
             counts["docs"] += 1
             counts["tokens"] += int(count)
             counts["bytes"] += int(size)
-        self._tokens.write(tokens.tobytes())
+        data = tokens.tobytes()
+        self._tokens.write(data)
+        self.digest.update(data)
         self._index.write(index.tobytes())
         self.n_tokens += len(tokens)
         self.n_docs += len(doc_tokens)
@@ -84,12 +88,28 @@ class TokenWriter:
             "format": FORMAT,
             **about,
             "n_tokens": self.n_tokens,
+            "sha256": self.digest.hexdigest(),
             "n_docs": self.n_docs,
             "n_bytes": self.n_bytes,
             "index": {"file": index_path(self.output).name, "dtype": INDEX_DTYPE.descr},
             "groups": list(self.set_ids),
             "per_group": {name: dict(counts) for name, counts in self.per_group.items()},
         }
+
+
+def check_folder(directory: Path, keys: list[str], stage: str) -> None:
+    """Refuse to run `stage`, which depends on the whole of `directory` (DVC cannot take a stage's deps
+    from params), when it holds a file that no stage makes: it would change the folder's hash in
+    dvc.lock, and no clean clone would have it."""
+    made = {f"{key}{suffix}" for key in keys for suffix in (".bin", ".idx", ".json")}
+    for path in files.strays(directory, made):
+        key = path.name.split(".")[0]
+        raise PipelineError(
+            f"{path}: no stage makes this file ({key!r} is no key of data.shards), yet {stage} depends on the "
+            f"whole of {directory}: its hash in dvc.lock would count it, and no clean clone has it. Remove it "
+            f"({'rm ' + str(directory / key) + '.*' if path.is_file() else 'rm -r ' + str(path)}), or add the "
+            f"key {key!r} under data.shards"
+        )
 
 
 def check_dtype_fits(vocab_size: int, dtype: str, model: Path) -> None:

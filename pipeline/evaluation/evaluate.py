@@ -97,6 +97,7 @@ def headline(results: dict) -> dict:
 def run_stage(p: Params) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = GPT.from_pretrained(MODEL_DIR, device=device)
+    token_files.check_folder(layout.TOKENS_DIR, list(p.data.shards), "evaluate")
     paths = {key: layout.tokens_path(key) for key in p.evaluate.splits}
     token_files.check_arrays(list(paths.values()), MODEL_DIR / "tokenizer.model", model.config.vocab_size)
     started = time.monotonic()

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
 
 from pipeline.core.errors import PipelineError
 from pipeline.model.gpt import GPT
+from pipeline.tokenizer import pieces
 
 
 def continue_text(
@@ -18,7 +18,7 @@ def continue_text(
         raise PipelineError(f"{model_dir}/model.safetensors: missing; run `dvc repro train` first")
     if temperature < 0:
         raise PipelineError("--temperature must not be negative")
-    processor = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
+    processor = pieces.processor(model_dir / "tokenizer.model")
     model = GPT.from_pretrained(model_dir)
     ids = [processor.eos_id()] + processor.encode(prompt)
     generator = torch.Generator().manual_seed(seed)

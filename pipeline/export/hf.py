@@ -349,7 +349,7 @@ def export(model_dir: Path, output: Path, val_path: Path, check_paths: list[Path
     model = GPT.from_pretrained(model_dir)
     name = architecture(model.config)  # before any work: a model without a stock class is refused
     model_file = model_dir / "tokenizer.model"
-    processor = spm.SentencePieceProcessor(model_file=str(model_file))
+    processor = pieces.processor(model_file)
     if processor.get_piece_size() != model.config.vocab_size:
         raise PipelineError(
             f"{model_file}: {processor.get_piece_size()} pieces, but the model has {model.config.vocab_size}: "
@@ -411,6 +411,7 @@ def write_checked_tokenizer(directory: Path, model_file: Path, processor, block_
 def run_stage(p: Params) -> None:
     """The export stage: data/model/hf from data/model, checked, with its stats and a summary."""
     started = time.monotonic()
+    token_files.check_folder(layout.TOKENS_DIR, list(p.data.shards), "export")
     report = export(MODEL_DIR, HF_DIR, layout.tokens_path("val"), [layout.tokens_path(k) for k in p.evaluate.splits])
     files.write_json_atomic(EXPORT_STATS, asdict(report))
     progress.summary(

@@ -12,7 +12,10 @@ loading the compiler.
 from dataclasses import dataclass
 from pathlib import Path
 
+import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
+
+from pipeline.core.errors import PipelineError
 
 SPACE = "▁"
 BPE = sentencepiece_model_pb2.TrainerSpec.BPE
@@ -30,6 +33,16 @@ def read(model: Path) -> sentencepiece_model_pb2.ModelProto:
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(Path(model).read_bytes())
     return proto
+
+
+def processor(model: Path) -> spm.SentencePieceProcessor:
+    """The model, loaded; a missing or unreadable file is a PipelineError naming it, not a traceback."""
+    if not Path(model).is_file():
+        raise PipelineError(f"{model}: missing; run `dvc repro tokenizer` (or `dvc pull tokenizer`) first")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(model))
+    except RuntimeError as exc:
+        raise PipelineError(f"{model}: not a SentencePiece model ({str(exc).splitlines()[0]})") from None
 
 
 def normalizes_nothing(spec: sentencepiece_model_pb2.NormalizerSpec) -> bool:

@@ -181,6 +181,12 @@ def roundtrip(processor: spm.SentencePieceProcessor, lines: list[str]) -> int:
 def run_stage(p: Params) -> None:
     """The tokenizer stage: train on corpus.shards' parts, check the round trip, write stats."""
     inputs = [CORPUS_DIR / f"{key}.txt" for key in p.corpus.shards]
+    for path in files.strays(CORPUS_DIR, {path.name for path in inputs}):
+        raise PipelineError(
+            f"{path}: no stage makes this file (it is no part of corpus.shards), yet the tokenizer stage depends "
+            f"on the whole of {CORPUS_DIR}: its hash in dvc.lock would count it, and no clean clone has it. "
+            f"Remove it, or add its key to corpus.shards"
+        )
     model_prefix = TOKENIZER_DIR / "spm"
     needed = check_memory(inputs, machine.available_memory())
     started = time.monotonic()

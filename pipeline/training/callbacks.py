@@ -36,14 +36,18 @@ class FiniteWeights(pl.Callback):
 
 
 class TokenThroughput(pl.Callback):
-    """Every `log_every` steps: tokens seen, tokens/s since the last log point and, where the device's
-    peak FLOP/s is known, MFU, measured by Lightning's `Throughput` over all devices. The peak comes from
-    train.peak_flops, else Lightning's table of GPUs; on CPU there is no MFU rather than a wrong one.
-    Time spent validating is not counted as training time."""
+    """Every `log_every` steps: tokens seen and the learning rate to every logger; tokens/s since the
+    last log point and, where the device's peak FLOP/s is known, MFU, measured by Lightning's
+    `Throughput` over all devices, to the untracked loggers only (W&B): wall-clock figures differ run
+    to run, so they stay out of DVCLive's files, which are DVC outputs; the last ones are kept for
+    the stage's summary. The peak comes from train.peak_flops, else Lightning's table of GPUs; on CPU
+    there is no MFU rather than a wrong one. Time spent validating is not counted as training time."""
 
     def __init__(self, train: TrainParams, block_size: int, flops_per_token: float):
         self.train, self.block_size, self.flops_per_token = train, block_size, flops_per_token
         self.peak: float | None = None
+        self.last: dict[str, float] = {}
+        """The latest tokens/s (and MFU), for the summary."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.tokens_per_step = tokens_per_step(self.train, self.block_size, trainer.world_size)
@@ -87,11 +91,17 @@ class TokenThroughput(pl.Callback):
             "train/tokens": float(pl_module.tokens_seen()),
             "train/lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
-        if "device/items_per_sec" in rates:
-            metrics["train/tokens_per_s"] = rates["device/items_per_sec"] * trainer.world_size
-        if "device/mfu" in rates:
-            metrics["train/mfu"] = rates["device/mfu"]
         pl_module.log_dict(metrics, rank_zero_only=True)
+        timing = {}
+        if "device/items_per_sec" in rates:
+            timing["train/tokens_per_s"] = rates["device/items_per_sec"] * trainer.world_size
+        if "device/mfu" in rates:
+            timing["train/mfu"] = rates["device/mfu"]
+        if timing and trainer.is_global_zero:
+            self.last = timing
+            for logger in trainer.loggers:
+                if not getattr(logger, "tracked", False):
+                    logger.log_metrics(timing, step=step)
 
 
 class MixtureReport(pl.Callback):

@@ -1,21 +1,28 @@
 """Whether a run continues from its last checkpoint or starts afresh, and why.
 
-A checkpoint directory holds `run.json`, which records the trajectory that made its checkpoints:
-everything that decides the weights at a given step (the model's shape, the train params that are
-not mere settings, the training arrays). `resume: auto` continues from `last.ckpt` only under the
-same trajectory; otherwise the directory is cleared and the summary says which params changed.
+A checkpoint directory holds `run.json`, which records what made its checkpoints: the trajectory
+(everything that decides the weights at a given step: the model's shape, the train params that are
+not mere settings, the training and validation arrays by content) and the code (the source of
+every module of the stage that can change an output), and whether the run finished. `resume:
+auto` continues from `last.ckpt` only a run of the same trajectory and code that stopped short of
+train.max_steps: one that was interrupted, or one that finished at a smaller max_steps (raising it
+continues the same run, bit for bit what an uninterrupted run gives). Anything else starts afresh,
+and says why: a finished run of the same max_steps is trained again from scratch, so a rerun
+shows what the code makes, never old weights.
 """
 
 import dataclasses
 import json
 import shutil
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline.config.schema import ModelParams, TrainParams
-from pipeline.core import files, progress
+from pipeline.core import files, progress, sources
 from pipeline.core.errors import PipelineError
 
 # Settings that do not change the weights a run arrives at: a resume may differ in these.
@@ -40,50 +47,91 @@ NOT_TRAJECTORY = {
 
 def trajectory(model: ModelParams, train: TrainParams, arrays: list[tuple[Path, str]], metas: list[dict]) -> dict:
     """Everything that decides the weights at a given step: the model, the train params that are not
-    settings, and each training array ((path, group) in `arrays`, its metadata in `metas`)."""
+    settings, and each array read ((path, group) in `arrays`, the validation array last, with group
+    `val`; its metadata in `metas`), by content."""
     return {
         "model": dataclasses.asdict(model),
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in NOT_TRAJECTORY},
         "data": [
-            {**{k: meta[k] for k in ("source", "n_tokens", "tokenizer_sha256")}, "group": group}
+            {**{k: meta[k] for k in ("source", "n_tokens", "sha256", "tokenizer_sha256")}, "group": group}
             for (_, group), meta in zip(arrays, metas)
         ],
     }
 
 
+def code() -> dict[str, str]:
+    """The sha256 of the stage script that runs and of every module of its closure that can change an
+    output: the files dvc.yaml lists as its code deps (pipeline.core.sources)."""
+    return sources.fingerprint(Path(sys.modules["__main__"].__file__))
+
+
+@dataclass(frozen=True)
+class Decision:
+    checkpoint: Path | None
+    """last.ckpt to continue from, or None for a fresh start."""
+    step: int
+    """The step training starts from."""
+    why: str
+    """For the summary: what the run continues, or why it starts afresh."""
+    wandb_id: str
+
+
 def previous_run(
-    directory: Path, current: dict, resume: str, rank_zero: bool, dvclive_dir: Path
-) -> tuple[Path | None, str]:
-    """(checkpoint to resume from, W&B run id). Rank zero clears another run's checkpoints, saying why.
+    directory: Path, current: dict, max_steps: int, resume: str, rank_zero: bool, dvclive_dir: Path
+) -> Decision:
+    """Continue or start afresh (see the module's docstring); rank zero clears another run's
+    checkpoints, saying why. `current` is {"trajectory": ..., "code": ...} of this run.
 
     The decision reads only run.json and last.ckpt, and rank zero's clearing cannot change it, so
     every rank of a distributed run reaches the same one whenever it looks.
     """
     last, run_file = directory / "last.ckpt", directory / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.exists() else None
-    if resume == "auto" and previous and previous["trajectory"] == current and last.exists():
+    why_not = _why_not_resume(previous, current, max_steps, resume, last.exists())
+    if why_not is None:
         step = check_loads_safely(last)
         if rank_zero:
             rewind_dvclive(dvclive_dir, step)
             progress.note(f"train: resuming from {last} at step {step:,}")
-        return last, previous["wandb_id"]
+        return Decision(last, step, f"resumed from {last} at step {step:,}", previous["wandb_id"])
     run_id = uuid.uuid4().hex[:8]
-    if not rank_zero:
-        return None, run_id
-    if directory.exists() and any(directory.iterdir()):
-        if resume == "never":
-            why = "train.resume is never"
-        elif previous is None:
-            why = "they carry no run.json"
-        elif previous["trajectory"] != current:
-            why = "they belong to other params: " + ", ".join(changed(previous["trajectory"], current))
-        else:
-            why = "there is no last.ckpt"
-        print(f"train: starting afresh and clearing {directory}: {why}", flush=True)
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    files.write_json_atomic(run_file, {"trajectory": current, "wandb_id": run_id})
-    return None, run_id
+    if rank_zero:
+        if directory.exists() and any(directory.iterdir()):
+            print(f"train: starting afresh and clearing {directory}: {why_not}", flush=True)
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files.write_json_atomic(run_file, {**current, "wandb_id": run_id, "finished_at": None})
+    return Decision(None, 0, f"fresh ({why_not})", run_id)
+
+
+def _why_not_resume(previous: dict | None, current: dict, max_steps: int, resume: str, has_last: bool) -> str | None:
+    if resume == "never":
+        return "train.resume is never"
+    if previous is None:
+        return "no earlier run here" if not has_last else "its checkpoints carry no run.json"
+    if previous["trajectory"] != current["trajectory"]:
+        return "the checkpoints belong to other params: " + ", ".join(
+            changed(previous["trajectory"], current["trajectory"])
+        )
+    if previous.get("code") != current["code"]:
+        return "the checkpoints were made by other code: " + ", ".join(
+            changed(previous.get("code") or {}, current["code"])
+        )
+    finished = previous.get("finished_at")
+    if finished is not None and finished >= max_steps:
+        return (
+            f"the run finished at step {finished:,}: a rerun trains it again from scratch "
+            "(a larger train.max_steps continues it instead)"
+        )
+    if not has_last:
+        return "there is no last.ckpt"
+    return None
+
+
+def mark_finished(directory: Path, step: int) -> None:
+    """Record in run.json that the run reached train.max_steps at `step`."""
+    run_file = directory / "run.json"
+    files.write_json_atomic(run_file, {**json.loads(run_file.read_text()), "finished_at": step})
 
 
 def check_loads_safely(checkpoint: Path) -> int:

@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
-import sentencepiece as spm
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
@@ -23,6 +22,7 @@ from pipeline.core import files, plots, progress
 from pipeline.core.errors import PipelineError
 from pipeline.encode import token_files
 from pipeline.model.gpt import GPT, GPTConfig
+from pipeline.tokenizer import pieces
 from pipeline.training import resume
 from pipeline.training.callbacks import FiniteWeights, MixtureReport, StepProgress, TokenThroughput
 from pipeline.training.module import GPTModule
@@ -38,6 +38,8 @@ def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool)
 
     class StepsLogger(DVCLiveLogger):
         """DVCLive without the `epoch` Lightning adds to every log call: training is one endless epoch."""
+
+        tracked = True  # its files are DVC outputs: no wall-clock figure goes to it (TokenThroughput)
 
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:
             super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
@@ -141,19 +143,26 @@ def run_stage(p: Params) -> None:
         torch.set_num_threads(p.train.num_threads)
     quiet_lightning()
     tokenizer_model = TOKENIZER_DIR / "spm.model"
-    vocab_size = spm.SentencePieceProcessor(model_file=str(tokenizer_model)).get_piece_size()
+    vocab_size = pieces.processor(tokenizer_model).get_piece_size()
+    token_files.check_folder(layout.TOKENS_DIR, list(p.data.shards), "train")
     arrays, val_array = training_arrays(p.data), layout.tokens_path("val")
-    metas = token_files.check_arrays([path for path, _ in arrays] + [val_array], tokenizer_model, vocab_size)
-    current = resume.trajectory(p.model, p.train, arrays, metas[:-1])
+    read = arrays + [(val_array, "val")]
+    metas = token_files.check_arrays([path for path, _ in read], tokenizer_model, vocab_size)
+    current = {"trajectory": resume.trajectory(p.model, p.train, read, metas), "code": resume.code()}
     rank_zero = rank_zero_only.rank == 0
-    resume_from, run_id = resume.previous_run(CHECKPOINT_DIR, current, p.train.resume, rank_zero, TRAIN_METRICS_DIR)
+    decision = resume.previous_run(
+        CHECKPOINT_DIR, current, p.train.max_steps, p.train.resume, rank_zero, TRAIN_METRICS_DIR
+    )
     pl.seed_everything(p.train.seed, workers=True, verbose=False)
     config = GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(p.model))
     module = GPTModule(config, p.train)
     data = TokenDataModule(arrays, val_array, p.model.block_size, p.train, tokenizer_model, vocab_size)
-    trainer = build_trainer(p.train, module, loggers(p.train, p.model, run_id, resuming=resume_from is not None))
+    resuming = decision.checkpoint is not None
+    trainer = build_trainer(p.train, module, loggers(p.train, p.model, decision.wandb_id, resuming=resuming))
     started = time.monotonic()
-    train_loss = fit(trainer, module, data, resume_from)
+    train_loss = fit(trainer, module, data, decision.checkpoint)
+    if trainer.is_global_zero:
+        resume.mark_finished(CHECKPOINT_DIR, trainer.global_step)
     export_weights(trainer, config, tokenizer_model)
     for logger in trainer.loggers:
         logger.finalize("success")
@@ -163,7 +172,7 @@ def run_stage(p: Params) -> None:
         wandb.finish()
     if trainer.is_global_zero:
         plots.loss_curve(loss_points(TRAIN_METRICS_DIR, "train"), loss_points(TRAIN_METRICS_DIR, "val"), LOSS_CURVE)
-        summarize(trainer, module, p.train.wandb.mode, run_id, resume_from, train_loss, time.monotonic() - started)
+        summarize(trainer, module, p.train.wandb.mode, decision, train_loss, time.monotonic() - started)
 
 
 def build_trainer(train: TrainParams, module: GPTModule, found_loggers: list) -> pl.Trainer:
@@ -241,18 +250,20 @@ def fit(trainer: pl.Trainer, module: GPTModule, data: TokenDataModule, resume_fr
     return train_loss
 
 
-def summarize(trainer, module: GPTModule, wandb_mode: str, run_id: str, resume_from, train_loss, seconds: float):
+def summarize(trainer, module: GPTModule, wandb_mode: str, decision: resume.Decision, train_loss, seconds: float):
     """The stage's one-screen summary."""
     config, steps = module.config, trainer.global_step
     best = next(c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss")
     first = next(c for c in trainer.callbacks if isinstance(c, StepProgress)).first_step
+    rates = next(c for c in trainer.callbacks if isinstance(c, TokenThroughput)).last
+    run_id = decision.wandb_id
     offline = f" (offline: `wandb sync wandb/offline-run-*-{run_id}` uploads it)" if wandb_mode == "offline" else ""
     progress.summary(
         "train",
         {
             "model": f"{module.model.n_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide, "
             f"context {config.block_size}, vocabulary {config.vocab_size:,})",
-            "run": ("resumed from " + str(resume_from) if resume_from else "fresh") + f", W&B id {run_id}{offline}",
+            "run": f"{decision.why}; W&B id {run_id}{offline}",
             "steps": f"{steps:,} ({module.tokens_seen():,} tokens); this run trained "
             + (f"{steps - first:,} (from step {first:,})" if first is not None else "none"),
             "loss": (f"train {float(train_loss):.4f}, " if train_loss is not None else "")
@@ -264,6 +275,12 @@ def summarize(trainer, module: GPTModule, wandb_mode: str, run_id: str, resume_f
             ),
             "exported": f"{MODEL_DIR}/model.safetensors, config.json, tokenizer.model",
             "loss curve": str(LOSS_CURVE),
+            "throughput": (f"{rates['train/tokens_per_s']:,.0f} tokens/s" if rates else "no step logged")
+            + (
+                f", MFU {rates['train/mfu']:.3%}"
+                if "train/mfu" in rates
+                else " (no MFU: the device's peak FLOP/s is unknown; train.peak_flops gives it)"
+            ),
             "time": f"{seconds:.0f} s on {trainer.world_size} x {trainer.strategy.root_device}",
         },
     )
