@@ -18,6 +18,8 @@ from typing import Any
 
 from pipeline.core.errors import PipelineError, describe_exit
 
+IDLE_EXIT_S = 5.0  # an idle worker's time to end after its pipe closes, before it is killed
+
 
 class WorkerDied(PipelineError):
     """A worker process ended before the pool was closed; the message says how, and what to try."""
@@ -130,10 +132,13 @@ class OrderedPool:
         )
 
     def close(self) -> None:
-        """Stop every worker at once (they hold no state worth keeping)."""
+        """Stop every worker: an idle one ends by itself when its pipe closes (cleaning up after
+        itself); one still holding a task is killed at once (its work is no longer wanted)."""
         for connection in self.connections:
             connection.close()
-        for process in self.processes:
+        for held, process in zip(self.holding, self.processes):
+            if held is None:
+                process.join(timeout=IDLE_EXIT_S)
             if process.is_alive():
                 process.kill()
             process.join()
