@@ -1,32 +1,47 @@
 #!/usr/bin/env bash
 # One worker's whole job: prepare the shard keys given on this machine and publish the results.
 #
-#   scripts/worker.sh KEY [KEY ...]        (WORKER=name sets the branch: worker/<name>; default: the host)
+#   scripts/worker.sh KEY [KEY ...]          token arrays: download@KEY, pretokenize@KEY
+#   scripts/worker.sh --words KEY [KEY ...]  the tokenizer's text: download@KEY, corpus@KEY, words@KEY
+#                                            (keys of corpus.shards; before the tokenizer exists)
+#   (WORKER=name sets the branch: worker/<name>; default: the host)
 #
-# It pulls the tokenizer from the DVC remote, runs download@KEY and pretokenize@KEY for each key,
-# pushes the token arrays to the remote and commits dvc.lock on the branch worker/<name>, pushed to
-# the git remote `origin` when there is one. Then `make gather REFS="worker/a worker/b ..."` on one
-# machine merges every worker's dvc.lock. Idempotent: rerun after a crash, DVC reruns only the
-# stages whose outputs are missing or stale, and the branch gets a commit only when dvc.lock changed.
+# For token arrays it pulls the tokenizer from the DVC remote first; either way it pushes what it made
+# to the remote and commits dvc.lock on the branch worker/<name>, pushed to the git remote `origin`
+# when there is one. Then `make gather REFS="worker/a worker/b ..."` on one machine merges every
+# worker's dvc.lock (after --words: `dvc pull words corpus && dvc repro tokenizer` there trains on
+# every shard's counts). Idempotent: rerun after a crash, DVC reruns only the stages whose outputs
+# are missing or stale, and the branch gets a commit only when dvc.lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=tokens
+if [ "${1:-}" = "--words" ]; then
+  mode=words
+  shift
+fi
 if [ "$#" -eq 0 ]; then
-  echo "usage: scripts/worker.sh KEY [KEY ...]  (keys of data.shards in params.yaml)" >&2
+  echo "usage: scripts/worker.sh [--words] KEY [KEY ...]  (keys of data.shards; with --words, of corpus.shards)" >&2
   exit 2
 fi
 worker=${WORKER:-$(hostname -s)}
 branch="worker/${worker}"
 
 prepare() {
-  dvc pull tokenizer  # the shared upstream, trained once; the arrays must use exactly this model
-  for key in "$@"; do
-    dvc repro --single-item "download@${key}" "pretokenize@${key}"
-  done
   local stages=()
-  for key in "$@"; do
-    stages+=("pretokenize@${key}")
-  done
+  if [ "${mode}" = words ]; then
+    dvc repro --single-item word-rules  # the same small file on every worker: their entries merge
+    for key in "$@"; do
+      dvc repro --single-item "download@${key}" "corpus@${key}" "words@${key}"
+      stages+=("corpus@${key}" "words@${key}")
+    done
+  else
+    dvc pull tokenizer  # the shared upstream, trained once; the arrays must use exactly this model
+    for key in "$@"; do
+      dvc repro --single-item "download@${key}" "pretokenize@${key}"
+      stages+=("pretokenize@${key}")
+    done
+  fi
   dvc push "${stages[@]}"
 
   git checkout -q -B "${branch}"
@@ -40,7 +55,7 @@ prepare() {
   echo "worker ${worker}: done; dvc.lock on ${branch} ($(git rev-parse --short HEAD))"
 }
 
-echo "worker ${worker}: shards $*"
+echo "worker ${worker}: ${mode} of shards $*"
 # One worker per clone. Holding this lock, any entry in DVC's stage lock (.dvc/tmp/rwlock) was left
 # by a run of this script that was killed mid-stage: DVC trusts the pid written there, which a
 # killed process keeps while it is unreaped (a container without init) or which another process

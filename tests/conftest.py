@@ -132,7 +132,12 @@ def built(tmp_path_factory):
     edit_params(repo, tiny_training)
     run(repo, "git", "commit", "-qam", "tiny model")
     result = run(repo, "dvc", "repro")
-    assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {"corpus@00", "corpus@01", "tokenizer"} | {
-        f"pretokenize@{k}" for k in SHARDS
-    } | {"train", "export", "evaluate"}
+    assert stages_run(result) == {f"download@{k}" for k in SHARDS} | {
+        "corpus@00",
+        "corpus@01",
+        "word-rules",
+        "words@00",
+        "words@01",
+        "tokenizer",
+    } | {f"pretokenize@{k}" for k in SHARDS} | {"train", "export", "evaluate"}
     return repo

@@ -102,6 +102,36 @@ MUTANTS = [
         ),
         ("tests/test_train.py::test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint",),
     ),
+    Mutant(
+        "exact tokenizer: equal counts go to the pair of fewer code points, as spm_train's do",
+        "pipeline/tokenizer/bpe_kernel.py",
+        (("    if na != nb:\n        return na < nb\n", "    if na != nb:\n        return na > nb\n"),),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "exact tokenizer: a line of malformed UTF-8 is normalized as spm_train reads it",
+        "pipeline/tokenizer/word_cutting.py",
+        (("self.exact.normalize(text) if MALFORMED.search(text) else ", ""),),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "word tables: merging sums the counts of a word both tables hold",
+        "pipeline/tokenizer/word_table.py",
+        (("count[n] = count_a[i] + (count_b[j] if order == 0 else 0)", "count[n] = count_a[i]"),),
+        ("tests/test_exact_bpe.py::test_tables_merge_and_spill_to_the_table_of_the_whole_text",),
+    ),
+    Mutant(
+        "word tables: one counted under other params is refused by name",
+        "pipeline/tokenizer/word_table.py",
+        (("        if made.get(name) != wanted[name]:", "        if False:"),),
+        ("tests/test_exact_bpe.py::test_a_table_counted_under_other_params_is_refused_by_name",),
+    ),
+    Mutant(
+        "pile-gpt spm-train records every field spm_train sets, as spm_train's model does",
+        "pipeline/tokenizer/spm_train_command.py",
+        (('"split_by_number", "split_digits",', '"split_by_number",'),),
+        ("tests/test_exact_bpe.py::test_spm_train_command_takes_spm_trains_flags_and_writes_its_files",),
+    ),
 ]
 
 

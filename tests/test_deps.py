@@ -60,8 +60,12 @@ DATA_PREPARATION = sorted(
     for path in (REPO / "pipeline" / folder).glob("*.py")
     if path.stem != "__init__"
 )
-# numba (~110 MB, half a second) loads only where a compiled encoder is built: in the workers
-NO_COMPILER = ["encode.pretokenize", "encode.encoder", "tokenizer.pieces", "export.hf"]
+# numba (~110 MB, half a second) loads only where compiled code runs: pretokenize's workers, the
+# exact trainer's child process, the main process that merges word tables; not in counting workers
+NO_COMPILER = [
+    "encode.pretokenize", "encode.encoder", "tokenizer.pieces", "export.hf", "tokenizer.word_cutting",
+    "tokenizer.exact_bpe", "tokenizer.train",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(

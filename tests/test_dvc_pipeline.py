@@ -36,15 +36,33 @@ def test_second_repro_runs_nothing(built):
 
 
 def test_vocab_change_reruns_tokenizer_and_what_depends_on_it_only(built, tmp_path):
-    """`dvc status` names the stage whose params changed; DVC's plan with everything downstream forced
-    (`--dry --force-downstream`) is what a real `dvc repro` reruns once the model's bytes change."""
+    """`dvc status` names the stages whose params changed; word-rules then writes the same rules, so
+    no shard's words are counted again. DVC's plan with everything downstream forced (`--dry
+    --force-downstream`) is what a real `dvc repro` reruns once the model's bytes change."""
     repo = copy_of(built, tmp_path)
     edit_params(repo, lambda raw: raw["tokenizer"].update(vocab_size=4000))
     status = run(repo, "dvc", "status").stdout
-    assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == {"tokenizer"}, status
+    assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == {"word-rules", "tokenizer"}, status
+    assert stages_run(run(repo, "dvc", "repro", "word-rules")) == {"word-rules"}
+    status = run(repo, "dvc", "status").stdout
+    assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == {"tokenizer"}, status  # words@KEY: up to date
     plan = run(repo, "dvc", "repro", "--dry", "--force-downstream")
-    assert stages_run(plan) == {"tokenizer", "train", "export", "evaluate"} | {f"pretokenize@{k}" for k in SHARDS}
+    assert stages_run(plan) >= {"tokenizer", "train", "export", "evaluate"} | {f"pretokenize@{k}" for k in SHARDS}
+    assert not {stage for stage in stages_run(plan) if stage.startswith(("words", "corpus"))}
     assert load_params(repo / "params.yaml").tokenizer["vocab_size"] == 4000
+
+
+def test_both_trainers_make_the_same_model_from_the_sample(built, tmp_path):
+    """tokenizer.trainer: spm runs SentencePiece's spm_train on the corpus text; the exact trainer's
+    model, from the word-count tables, is the same file."""
+    repo = copy_of(built, tmp_path)
+    edit_params(repo, lambda raw: raw["tokenizer"].update(trainer="spm"))
+    result = run(repo, "dvc", "repro", "--single-item", "word-rules", "tokenizer")
+    assert "spm_train on data/corpus/00.txt,data/corpus/01.txt" in result.stdout.replace(", ", ",")
+    for suffix in (".model", ".vocab"):  # the same bytes: nothing downstream reruns for the switch
+        path = f"data/tokenizer/spm{suffix}"
+        assert (repo / path).read_bytes() == (built / path).read_bytes(), path
+    assert yaml.safe_load((repo / "stats/tokenizer.json").read_text())["trainer"] == "spm"
 
 
 def test_training_logs_to_both_loggers_and_evaluation_reaches_dvc_metrics(built):
@@ -170,15 +188,15 @@ def test_a_preset_plans_every_stage_without_the_network(tmp_path, preset):
     keys = list(p.data.shards)
     every = (
         {f"download@{k}" for k in keys}
-        | {f"corpus@{k}" for k in p.corpus.shards}
-        | {"tokenizer", "train", "export", "evaluate"}
+        | {f"{stage}@{k}" for k in p.corpus.shards for stage in ("corpus", "words")}
+        | {"word-rules", "tokenizer", "train", "export", "evaluate"}
         | {f"pretokenize@{k}" for k in keys}
     )
     status = run(repo, "dvc", "status").stdout
     assert set(re.findall(r"^(\S+):$", status, re.MULTILINE)) == every
-    assert len(every) == {"pile": 70, "fineweb-edu": 34, "slimpajama": 30}[preset]
+    assert len(every) == {"pile": 73, "fineweb-edu": 37, "slimpajama": 33}[preset]
     dry = run(repo, "dvc", "repro", "--dry", "--ignore-errors")
-    assert stages_run(dry) == {f"download@{k}" for k in keys}
+    assert stages_run(dry) == {f"download@{k}" for k in keys} | {"word-rules"}  # word-rules needs params only
     assert not (repo / "data/raw").exists()
 
 

@@ -34,6 +34,7 @@ HANG_S = 120  # a liveness bound: only a hang, never a slow or loaded machine, t
 OUTPUTS = {  # what each stage writes, whose bytes an undisturbed run fixes
     "download@00": ["data/raw/00/train/00.jsonl.zst"],
     "corpus@00": ["data/corpus/00.txt"],
+    "words@00": ["data/words/00.words"],
     "tokenizer": ["data/tokenizer/spm.model", "data/tokenizer/spm.vocab"],
     "pretokenize@00": ["data/tokens/00.bin", "data/tokens/00.idx", "data/tokens/00.json"],
     "train": ["data/model/model.safetensors", "data/model/config.json", "data/model/tokenizer.model"],
@@ -221,7 +222,7 @@ def fresh_training(repo: Path) -> None:
 
 
 def trainer_child(child: subprocess.Popen):
-    """SentencePiece's trainer process (a spawned child of the tokenizer stage), once it runs."""
+    """A spawned child of the stage (a trainer or a counting worker), once it runs."""
     for process in descendants(child):
         with contextlib.suppress(psutil.Error):
             if any("spawn_main" in part for part in process.cmdline()):
@@ -237,6 +238,7 @@ def temporary_with_bytes(repo: Path, name: str):
 # For each stage, a moment in the middle of its work that leaves something for the rerun to deal with.
 MID_WORK = {
     "corpus@00": lambda repo, child: temporary_with_bytes(repo, "data/corpus/00.txt.tmp"),
+    "words@00": lambda repo, child: (repo / "data/words/00.runs.tmp").is_dir() and trainer_child(child),
     "pretokenize@00": lambda repo, child: temporary_with_bytes(repo, "data/tokens/00.bin.tmp"),
     "tokenizer": lambda repo, child: trainer_child(child),
     "train": lambda repo, child: (repo / "data/model/checkpoints/last.ckpt").exists(),
@@ -309,7 +311,7 @@ def test_stage_killed_or_interrupted_anywhere_is_finished_by_a_rerun_with_identi
         assert wait_for(lambda: MID_WORK[stage](repo, child), child), f"{stage}: ended before its mid-work moment"
         watcher.fault_at = watcher.passes
         os.killpg(child.pid, signal.SIGKILL)
-    if stage in ("corpus@00", "pretokenize@00"):
+    if stage in ("corpus@00", "words@00", "pretokenize@00"):
         assert leftovers(repo), "the kill should have left the stage's temporary for the rerun to replace"
     step = checkpoint_step(repo) if stage == "train" else None
     rerun = recover(repo, stage, watcher.before)

@@ -7,7 +7,7 @@ import sentencepiece as spm
 
 from pipeline.core import machine
 from pipeline.core.errors import PipelineError
-from pipeline.tokenizer import spm_train
+from pipeline.tokenizer import spm_train, train
 from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
 
@@ -41,8 +41,8 @@ def test_seed_flags_lose_information_the_lossless_defaults_keep(small_model, tmp
     spm_train.train([small_model.parent / "corpus.txt"], tmp_path / "seed", seed_like)
     text = "def f():\n    return  'é\u00a0x'\t# ok"
     load = lambda path: spm.SentencePieceProcessor(model_file=str(path))  # noqa: E731
-    assert spm_train.roundtrip(load(small_model), [text]) == 1
-    assert spm_train.roundtrip(load(tmp_path / "seed.model"), [text]) == 0
+    assert train.roundtrip(load(small_model), [text]) == 1
+    assert train.roundtrip(load(tmp_path / "seed.model"), [text]) == 0
 
 
 def test_memory_estimate_refuses_a_corpus_too_large_for_the_machine(tmp_path):

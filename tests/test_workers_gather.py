@@ -109,6 +109,28 @@ def test_two_workers_prepare_shards_at_once_and_the_gather_joins_their_locks(bas
     assert not planned & {f"{stage}@{key}" for stage in ("download", "pretokenize") for key in NEW}, planned
 
 
+def test_workers_count_the_tokenizers_text_and_the_gather_trains_from_their_tables(base, tmp_path):
+    """Before any tokenizer exists: two workers count one corpus part each (`--words`); the gathering
+    machine pulls their word tables and trains the tokenizer without counting anything again."""
+    edit_params(base, lambda raw: raw["corpus"].update(shards=list(NEW)))
+    run(base, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "the tokenizer on 02 and 03")
+    workers = [task(base, i, 2, ["--words", *NEW], tmp_path / f"w{i}", job="9") for i in range(2)]
+    outputs = [finished(worker) for worker in workers]
+    assert "words of shards 02" in outputs[0] and "words of shards 03" in outputs[1]
+    run(base, "pile-gpt", "gather", "worker/slurm-9-0", "worker/slurm-9-1")
+    stages = lock(base)
+    for i, key in enumerate(NEW):
+        assert stages[f"words@{key}"] == lock(tmp_path / f"w{i}")[f"words@{key}"]
+    for folder in ("data/corpus", "data/words"):  # the old corpus.shards' parts: no stage makes them now
+        shutil.rmtree(base / folder)
+    run(base, "dvc", "pull", "word-rules", *[f"{stage}@{key}" for key in NEW for stage in ("corpus", "words")])
+    planned = stages_run(run(base, "dvc", "repro", "--allow-missing", "--dry", "tokenizer"))
+    assert planned == {"tokenizer"}, planned  # nothing downloaded, sampled or counted again
+    trained = run(base, "dvc", "repro", "--allow-missing", "tokenizer")
+    assert stages_run(trained) == {"tokenizer"}
+    assert "exact BPE over data/words/02.words, data/words/03.words" in trained.stdout
+
+
 def test_two_workers_with_different_results_for_one_stage_stop_the_gather_and_change_nothing(base, tmp_path):
     finished(task(base, 0, 1, ["02"], tmp_path / "a", job="7"))
     other = tmp_path / "b"

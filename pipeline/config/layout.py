@@ -10,6 +10,8 @@ from pipeline.core.errors import PipelineError
 PARAMS_FILE = Path("params.yaml")
 RAW_DIR = Path("data/raw")
 CORPUS_DIR = Path("data/corpus")
+WORDS_DIR = Path("data/words")  # word-count tables of the corpus parts (pipeline/tokenizer/word_table.py)
+WORD_RULES = WORDS_DIR / "rules.json"  # what decides them: the words stages depend on it, not on params
 TOKENIZER_DIR = Path("data/tokenizer")
 TOKENS_DIR = Path("data/tokens")
 MODEL_DIR = Path("data/model")
@@ -36,3 +38,8 @@ def keys(data: DataParams, of_role: str) -> list[str]:
 def tokens_path(key: str) -> Path:
     """The key's token array (its .idx and .json beside it)."""
     return TOKENS_DIR / f"{key}.bin"
+
+
+def words_path(key: str) -> Path:
+    """Corpus part KEY's word-count table."""
+    return WORDS_DIR / f"{key}.words"

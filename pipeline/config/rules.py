@@ -5,7 +5,7 @@ from pathlib import PurePosixPath
 
 from pipeline.config import formats, layout
 from pipeline.config.schema import Params, Shard
-from pipeline.config.spm_flags import DERIVED_FLAGS, SENTENCEPIECE_FLAGS
+from pipeline.config.spm_flags import DERIVED_FLAGS, EXACT_TRAINER_REFUSES, SENTENCEPIECE_FLAGS, TRAINERS
 from pipeline.core.errors import PipelineError
 
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -173,11 +173,24 @@ def _check_splits(p: Params, fail) -> None:
 
 def _check_tokenizer(p: Params, fail) -> None:
     flags = p.tokenizer
-    for name in flags:
+    if p.tokenizer_trainer not in TRAINERS:
+        raise fail("tokenizer.trainer", f"expected one of {', '.join(TRAINERS)}, got {p.tokenizer_trainer!r}")
+    for name in p.sentencepiece_flags:
         if name in DERIVED_FLAGS:
             raise fail(f"tokenizer.{name}", f"set by the pipeline ({DERIVED_FLAGS[name]}); remove it")
         if name not in SENTENCEPIECE_FLAGS:
             raise fail(f"tokenizer.{name}", "not a SentencePiece 0.2.3 trainer flag")
+        if name in EXACT_TRAINER_REFUSES and p.tokenizer_trainer == "exact":
+            raise fail(
+                f"tokenizer.{name}",
+                f"the exact trainer cannot honour it ({EXACT_TRAINER_REFUSES[name]}); set tokenizer.trainer: spm",
+            )
+    if p.tokenizer_trainer == "exact" and str(flags.get("model_type", "unigram")).lower() != "bpe":
+        raise fail(
+            "tokenizer.model_type",
+            f"the exact trainer reproduces bpe only, got {flags.get('model_type', 'unigram (the default)')!r}; "
+            "set model_type: bpe, or tokenizer.trainer: spm",
+        )
     vocab_size = flags.get("vocab_size")
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
         raise fail("tokenizer.vocab_size", f"expected an integer of at least 2, got {vocab_size!r}")

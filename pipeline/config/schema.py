@@ -208,11 +208,21 @@ class Params:
     download: DownloadParams
     corpus: CorpusParams
     tokenizer: dict[str, Any]
-    """SentencePiece trainer flags under their own names, passed through verbatim."""
+    """`trainer` (exact or spm), then SentencePiece trainer flags under their own names, verbatim."""
     pretokenize: PretokenizeParams
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+
+    @property
+    def tokenizer_trainer(self) -> str:
+        """`exact`: the exact BPE trainer over word-count tables; `spm`: SentencePiece's spm_train."""
+        return self.tokenizer.get("trainer", "exact")
+
+    @property
+    def sentencepiece_flags(self) -> dict[str, Any]:
+        """The tokenizer's flags as spm_train takes them (everything under `tokenizer:` but `trainer`)."""
+        return {name: value for name, value in self.tokenizer.items() if name != "trainer"}
 
     @property
     def max_sentence_length(self) -> int:

@@ -6,6 +6,7 @@ SENTENCEPIECE_FLAGS = frozenset(
         "accept_language",
         "add_dummy_prefix",
         "allow_whitespace_only_pieces",
+        "auto_character_coverage",
         "bos_id",
         "bos_piece",
         "byte_fallback",
@@ -35,6 +36,7 @@ SENTENCEPIECE_FLAGS = frozenset(
         "remove_extra_whitespaces",
         "required_chars",
         "seed_sentencepiece_size",
+        "seed_sentencepieces_file",
         "self_test_sample_size",
         "shrinking_factor",
         "shuffle_input_sentence",
@@ -56,3 +58,13 @@ SENTENCEPIECE_FLAGS = frozenset(
 )
 # Derived from the pipeline's paths, so a params file cannot point them elsewhere.
 DERIVED_FLAGS = {"input": "data/corpus/<shard>.txt", "model_prefix": "data/tokenizer/spm"}
+
+# Flags the exact trainer (tokenizer.trainer: exact) cannot honour as spm_train does: refused at start-up.
+EXACT_TRAINER_REFUSES = {
+    "enable_differential_privacy": "differential privacy adds random noise to the counts",
+    "differential_privacy_noise_level": "differential privacy adds random noise to the counts",
+    "differential_privacy_clipping_threshold": "differential privacy adds random noise to the counts",
+    "seed_sentencepieces_file": "seed pieces are for the unigram model",
+    "auto_character_coverage": "its automatic share of characters and merges is not reproduced",
+}
+TRAINERS = ("exact", "spm")  # tokenizer.trainer: pipeline/tokenizer/exact_bpe.py, or SentencePiece's spm_train

@@ -6,6 +6,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+QUIET_ENV = "PILE_GPT_PROGRESS"  # set to 0: no progress bars (tests, logs, --quiet)
+
 
 def bar(total: float | None, desc: str, unit: str = "B", initial: float = 0, disable: bool = False) -> tqdm:
     """A bar with rate and ETA on stderr; redrawn rarely when stderr is a log file, not a terminal."""
@@ -21,7 +23,7 @@ def bar(total: float | None, desc: str, unit: str = "B", initial: float = 0, dis
         file=sys.stderr,
         mininterval=0.2 if interactive else 15,
         dynamic_ncols=interactive,
-        disable=disable or os.environ.get("PILE_GPT_PROGRESS") == "0",
+        disable=disable or os.environ.get(QUIET_ENV) == "0",
     )
 
 

@@ -1,6 +1,7 @@
 """The `pile-gpt` console command, for what is not a DVC stage (the pipeline itself runs with `dvc repro`)."""
 
 import argparse
+import sys
 
 from pipeline.core import cli
 
@@ -28,7 +29,6 @@ def _harness(args: argparse.Namespace) -> None:
 
 def _gather(args: argparse.Namespace) -> None:
     from pipeline.ops import gather
-    # __SPLIT_IMPORTS__
 
     commit = gather.gather(args.refs)
     print(f"gathered {', '.join(args.refs)} into {commit[:12]}; now `dvc pull` brings their outputs")
@@ -73,10 +73,21 @@ def parser() -> argparse.ArgumentParser:
     )
     gather.add_argument("refs", nargs="+", help="workers' branches or other git refs")
     gather.set_defaults(handler=_gather)
+    commands.add_parser(  # its own flags are spm_train's, parsed as spm_train parses them (main)
+        "spm-train",
+        help="train a BPE tokenizer exactly as spm_train would, from spm_train's own flags, in far less memory",
+        add_help=False,
+    )
     return top
 
 
 def main(argv: list[str] | None = None) -> None:
     """The `pile-gpt` console command (pyproject.toml's [project.scripts])."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["spm-train"]:
+        from pipeline.tokenizer import spm_train_command
+
+        cli.run(lambda: spm_train_command.run(argv[1:]))
+        return
     args = parser().parse_args(argv)
     cli.run(lambda: args.handler(args))

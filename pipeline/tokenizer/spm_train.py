@@ -1,4 +1,4 @@
-"""Train the SentencePiece model from the corpus, with every trainer flag taken from params.
+"""SentencePiece's own spm_train on the corpus text (tokenizer.trainer: spm), every flag from params.
 
 The original command of this project's seed,
 
@@ -15,15 +15,13 @@ import os
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 
-from pipeline.config.layout import CORPUS_DIR, METRICS_DIR, STATS_DIR, TOKENIZER_DIR
-from pipeline.config.schema import Params
-from pipeline.core import files, machine, progress
+from pipeline.config.layout import STATS_DIR
+from pipeline.core import files, progress
 from pipeline.core.errors import PipelineError, describe_exit
 
 # SentencePiece's BPE trainer peaks at 11-16x the loaded text (measured with 0.2.3); plan for the top.
@@ -31,7 +29,6 @@ RAM_PER_TEXT_BYTE = 16
 FULL_DISK_BYTES = (
     1 << 20
 )  # SentencePiece reports a failed write without its reason: this little room left means a full disk
-ROUNDTRIP_LINES = 2000  # corpus lines encoded and decoded after training, to report lossy flags
 TRAINER_LOG = STATS_DIR / "tokenizer.log"  # SentencePiece's C++ log, kept out of the console
 
 
@@ -47,6 +44,11 @@ def command_line(flags: dict[str, Any], input_path: str, model_prefix: str) -> s
 
     args = {"input": input_path, "model_prefix": model_prefix, **flags}
     return "spm_train " + " ".join(f"--{name}={render(value)}" for name, value in args.items())
+
+
+def temporary(model_prefix: Path) -> Path:
+    """The prefix spm_train writes to first, and records in the model's trainer_spec."""
+    return model_prefix.with_name(model_prefix.name + ".tmp")
 
 
 def check_memory(inputs: list[Path], available: int) -> int:
@@ -77,7 +79,7 @@ def train(inputs: list[Path], model_prefix: Path, flags: dict[str, Any], log: Pa
         if not path.is_file():
             raise PipelineError(f"{path}: no such corpus file; run `dvc repro corpus` first")
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp_prefix = model_prefix.with_name(model_prefix.name + ".tmp")
+    tmp_prefix = temporary(model_prefix)
     temps = [
         Path(f"{tmp_prefix}{suffix}") for suffix in (".vocab", ".model")
     ]  # the model last: its presence means the pair is complete
@@ -171,53 +173,3 @@ def _follow(log: Path, child, vocab_size: int) -> None:
             child.join(timeout=0.2)
     if bar is not None:
         bar.close()
-
-
-def roundtrip(processor: spm.SentencePieceProcessor, lines: list[str]) -> int:
-    """How many of `lines` decode back exactly from their ids (all of them, with lossless flags)."""
-    return sum(processor.decode(ids) == line for ids, line in zip(processor.encode(lines), lines))
-
-
-def run_stage(p: Params) -> None:
-    """The tokenizer stage: train on corpus.shards' parts, check the round trip, write stats."""
-    inputs = [CORPUS_DIR / f"{key}.txt" for key in p.corpus.shards]
-    for path in files.strays(CORPUS_DIR, {path.name for path in inputs}):
-        raise PipelineError(
-            f"{path}: no stage makes this file (it is no part of corpus.shards), yet the tokenizer stage depends "
-            f"on the whole of {CORPUS_DIR}: its hash in dvc.lock would count it, and no clean clone has it. "
-            f"Remove it, or add its key to corpus.shards"
-        )
-    model_prefix = TOKENIZER_DIR / "spm"
-    needed = check_memory(inputs, machine.available_memory())
-    started = time.monotonic()
-    train(inputs, model_prefix, p.tokenizer, TRAINER_LOG)
-    seconds = time.monotonic() - started
-    with open(inputs[0], encoding="utf-8") as f:
-        probe = [line.rstrip("\n") for _, line in zip(range(ROUNDTRIP_LINES), f)]
-    model = model_prefix.with_suffix(".model")
-    processor = spm.SentencePieceProcessor(model_file=str(model))
-    exact = roundtrip(processor, probe)
-    stats = {
-        "vocab_size": processor.get_piece_size(),
-        "eos_id": processor.eos_id(),
-        "corpus_bytes": sum(path.stat().st_size for path in inputs),
-        "model_sha256": files.sha256(model),
-        "roundtrip_exact_lines": exact,
-        "roundtrip_lines": len(probe),
-    }
-    files.write_json_atomic(STATS_DIR / "tokenizer.json", stats)
-    files.write_json_atomic(METRICS_DIR / "tokenizer.json", {"roundtrip_exact": exact / max(len(probe), 1)})
-    progress.summary(
-        "tokenizer",
-        {
-            "corpus": f"{', '.join(map(str, inputs))} ({stats['corpus_bytes'] / 1e6:.1f} MB; "
-            f"RAM estimate {needed / 1e9:.2f} GB)",
-            "model": f"{model} ({stats['vocab_size']:,} pieces, eos {stats['eos_id']}), "
-            f"sha256 {stats['model_sha256'][:16]}...",
-            "round trip": f"{exact} of {len(probe)} corpus lines decode back exactly"
-            + ("" if exact == len(probe) else " (these flags lose information)"),
-            "command": command_line(p.tokenizer, ",".join(map(str, inputs)), str(model_prefix)),
-            "log": f"SentencePiece's own log: {TRAINER_LOG}",
-            "time": f"{seconds:.1f} s",
-        },
-    )
