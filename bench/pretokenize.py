@@ -19,6 +19,7 @@ copy of the sample).
    reading, no pipes: what no pool of workers can beat).
 
     python bench/pretokenize.py [--mb 200]   # needs data/tokenizer/spm.model (dvc repro tokenizer)
+    python bench/pretokenize.py --model M --quick --results pretokenize-50k   # 1-2 with another model
 
 Writes bench/results/pretokenize.json and prints a table for bench/README.md.
 """
@@ -132,8 +133,8 @@ def encoders(texts: list[str]) -> dict:
 def stage(shard: Path, workers: int) -> dict:
     """The real stage in a child process: MB/s, CPU seconds, and the peak RSS of its whole process tree."""
     code = (
-        "import resource, sys, time; from pathlib import Path; from pipeline import pretokenize; "
-        "from pipeline.config.load import PretokenizeParams; t = time.perf_counter(); "
+        "import resource, sys, time; from pathlib import Path; from pipeline.encode import pretokenize; "
+        "from pipeline.config.schema import PretokenizeParams; t = time.perf_counter(); "
         f"m = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), "
         f"PretokenizeParams(workers={workers}, batch_bytes={BATCH_BYTES})); "
         "cpu = [sum(resource.getrusage(who)[:2]) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]; "
@@ -178,9 +179,14 @@ def ceiling(shard: Path, processes: int) -> dict:
 
 
 def main() -> None:
+    global MODEL  # the functions above read it: another model for this run, when given
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=200, help="text in the benchmark shard (default 200 MB)")
+    parser.add_argument("--model", type=Path, default=MODEL, help="the SentencePiece model (default: the pipeline's)")
+    parser.add_argument("--quick", action="store_true", help="1-2 only, on the shard: no 4x shard, no ceiling")
+    parser.add_argument("--results", default="pretokenize", help="name of the results file in bench/results/")
     args = parser.parse_args()
+    MODEL = args.model.resolve()
     if not MODEL.exists():
         sys.exit(f"error: {MODEL}: missing; run `dvc repro tokenizer` first")
     cores = usable_cores()
@@ -193,6 +199,24 @@ def main() -> None:
         results["encoders"] = encoders(texts)
         del texts
         one, every = stage(shard, 1), stage(shard, cores)
+        results["model"] = {
+            "path": str(MODEL),
+            "pieces": spm.SentencePieceProcessor(model_file=str(MODEL)).get_piece_size(),
+        }
+        if args.quick:
+            e = results["encoders"]
+            results["stage"] = {
+                "workers_1": one,
+                f"workers_{cores}": every,
+                "workers_1_vs_plain": one["mb_s"] / e["plain_mb_s"],
+            }
+            save(args.results, results)
+            print(
+                f"{results['model']['pieces']:,} pieces: plain encode {e['plain_mb_s']:.2f} MB/s, compiled BPE "
+                f"{e['compiled_mb_s']:.2f} MB/s ({e['compiled_vs_plain']:.2f}x), stage 1 worker {one['mb_s']:.2f} MB/s "
+                f"({results['stage']['workers_1_vs_plain']:.2f}x plain), {cores} workers {every['mb_s']:.2f} MB/s"
+            )
+            return
         small = stage(quarter, cores)
         big = Path(tmp) / "x4.jsonl.zst"
         build_shard(big, 4 * args.mb)
@@ -214,7 +238,7 @@ def main() -> None:
         "peak_rss_mb_full": every["peak_rss_mb"],
         "ratio": every["peak_rss_mb"] / small["peak_rss_mb"],
     }
-    save("pretokenize", results)
+    save(args.results, results)
     s, m, c = results["stage"], results["memory"], results["machine_ceiling"]
     print(f"""shard: {n_docs:,} documents, {n_bytes / 1e6:.0f} MB of text; ids identical across encoders: {e["same_ids"]}, \
 arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}

@@ -5,6 +5,9 @@ core, config, ingest, tokenizer, encode, model, training, evaluation | export, o
 """
 
 import ast
+import importlib
+import importlib.util
+import re
 
 import pytest
 
@@ -56,3 +59,15 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     assert [(line, name, FLOOR[folder_of(name)] > FLOOR["ingest"]) for line, name in imports(module)] == [
         (2, "pipeline.training.windows", True)
     ]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "bench").glob("*.py")), ids=lambda path: path.name)
+def test_the_benchmarks_name_what_the_package_holds(path):
+    """bench/ runs outside the tests, so a moved module or a renamed name would surface only when a
+    benchmark fails mid-run; this checks every `from pipeline... import name`, in code or in the code
+    strings that benchmarks hand to a child process."""
+    named = re.findall(r"from (pipeline(?:\.\w+)*) import (\w+)", path.read_text())
+    for module, name in named:
+        assert hasattr(importlib.import_module(module), name) or importlib.util.find_spec(f"{module}.{name}"), (
+            f"{path.name}: from {module} import {name}"
+        )
