@@ -56,3 +56,4 @@ bench: install  # benchmarks, not tests: ratios measured side by side, written t
 	python bench/model.py
 	python bench/dvc_noop.py
 	python bench/peers.py
+	python bench/tokenizer.py

@@ -38,7 +38,7 @@ def machine() -> dict:
         "numpy": np.__version__,
         "zstandard": zstandard.__version__,
     }
-    for name in ("numba", "torch", "pytorch_lightning", "dvc", "datasets"):
+    for name in ("numba", "torch", "pytorch_lightning", "dvc", "datasets", "tokenizers"):
         try:
             info[name] = __import__(name).__version__
         except ImportError:
