@@ -132,6 +132,17 @@ MUTANTS = [
         (('"split_by_number", "split_digits",', '"split_by_number",'),),
         ("tests/test_exact_bpe.py::test_spm_train_command_takes_spm_trains_flags_and_writes_its_files",),
     ),
+    Mutant(
+        "deterministic outputs: no wall-clock figure in a file dvc.lock hashes",
+        "pipeline/tokenizer/word_counts.py",
+        (
+            (
+                '        "table_bytes": output.stat().st_size,\n',
+                '        "table_bytes": output.stat().st_size,\n        "seconds": round(seconds, 1),\n',
+            ),
+        ),
+        ("tests/test_dvc_pipeline.py::test_no_file_dvc_hashes_or_diffs_records_a_wall_clock_figure",),
+    ),
 ]
 
 

@@ -95,6 +95,17 @@ def test_metrics_hold_the_headline_numbers_only_and_fit_a_terminal(built):
     assert "epoch" not in table  # one endless epoch: a column that says nothing
 
 
+def test_no_file_dvc_hashes_or_diffs_records_a_wall_clock_figure(built):
+    """Stats, metrics and the arrays' metadata are functions of inputs and params, so a clean clone
+    makes them byte for byte; a duration or a rate goes to the stage's summary, never here."""
+    timing = re.compile(r'"([^"]*(?:seconds|_per_s|mb_s|duration|elapsed|time)[^"]*)":')
+    hashed = [*(built / "stats").rglob("*.json"), *(built / "metrics").rglob("*.json")]
+    hashed += [*(built / "data/tokens").glob("*.json"), built / "data/model/config.json"]
+    assert built / "stats/words/00.json" in hashed
+    for path in hashed:
+        assert not timing.findall(path.read_text()), (path, timing.findall(path.read_text()))
+
+
 def test_loss_curve_and_bits_per_byte_are_pictures_dvc_plots_shows_offline(built, tmp_path):
     from PIL import Image
 

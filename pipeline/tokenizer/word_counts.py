@@ -176,8 +176,7 @@ def run_stage(p: Params, key: str) -> None:
         "lines_skipped": header["lines_skipped"],
         "spilled_runs": header["spilled_runs"],
         "table_bytes": output.stat().st_size,
-        "seconds": round(seconds, 1),
-    }
+    }  # no wall-clock figure: dvc.lock hashes this file (the time goes to the summary)
     files.write_json_atomic(STATS_DIR / "words" / f"{key}.json", stats)
     skipped = ", ".join(f"{n:,} {why}" for why, n in stats["lines_skipped"].items()) or "none"
     progress.summary(
