@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CAUGHT = 1  # pytest's exit status when tests ran and some failed
+ERRORED = -1  # ours: pytest exited 1 for an error, not a failing test
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,15 @@ def copy_repository(destination: Path) -> None:
         if (REPO / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, destination / name)
+    # a git repository of its own: the tests' repository copies (tests/repo.py) list files with git
+    identity = {
+        "GIT_AUTHOR_NAME": "m",
+        "GIT_AUTHOR_EMAIL": "m@m",
+        "GIT_COMMITTER_NAME": "m",
+        "GIT_COMMITTER_EMAIL": "m@m",
+    }
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the repository before the break"]):
+        subprocess.run(["git", *command], cwd=destination, env={**os.environ, **identity}, check=True)
 
 
 def apply(mutant: Mutant, copy: Path) -> None:
@@ -190,7 +200,11 @@ def run(mutant: Mutant) -> tuple[int, float, str]:
             capture_output=True,
             text=True,
         )
-        return result.returncode, time.monotonic() - started, (result.stdout + result.stderr)[-1500:]
+        output = result.stdout + result.stderr
+        # caught: a test failed; an error (a fixture that could not even be set up) proves nothing
+        if result.returncode == CAUGHT and (" error" in output.splitlines()[-1] or "failed" not in output):
+            return ERRORED, time.monotonic() - started, output[-1500:]
+        return result.returncode, time.monotonic() - started, output[-1500:]
 
 
 def main(words: list[str]) -> int:
@@ -200,7 +214,15 @@ def main(words: list[str]) -> int:
     missed = 0
     for mutant in chosen:
         status, seconds, tail = run(mutant)
-        verdict = "caught" if status == CAUGHT else "MISSED" if status == 0 else f"ERROR (pytest exit {status})"
+        verdict = (
+            "caught"
+            if status == CAUGHT
+            else "MISSED"
+            if status == 0
+            else "ERROR"
+            if status == ERRORED
+            else f"ERROR (pytest exit {status})"
+        )
         print(f"{verdict:>8}  {seconds:6.0f} s  {mutant.promise}  [{mutant.path}]", flush=True)
         if status != CAUGHT:
             missed += 1
