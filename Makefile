@@ -28,7 +28,7 @@ run: install
 	dvc repro
 
 test: install  # every test, on every core (pytest-xdist; tests/conftest.py keeps shared fixtures together)
-	pytest -n auto --dist loadgroup
+	pytest -n auto --dist loadgroup --durations=10
 
 test-fast: install  # everything but the slow tier (full dvc runs, trainings, fault injection)
 	pytest -n auto --dist loadgroup -m "not slow"
