@@ -1,5 +1,6 @@
 """Fixtures: a real SentencePiece model, a real HTTP server on 127.0.0.1, a repository after `dvc repro`."""
 
+import ast
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,15 +11,61 @@ import pytest
 from pipeline.tokenizer import spm_train
 from tests.helpers import LOSSLESS_FLAGS, sample_documents
 
+BUILT = "built"  # the session fixture that runs the whole pipeline once; its tests share one worker
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    """`make test` runs pytest-xdist's workers (`-n auto --dist loadgroup`): keep together what shares
-    an expensive fixture, every test that reads the built repository in one worker, which builds it
-    once, and each other module's tests in one worker, for its module-scoped fixtures."""
+
+def groups(tests: Path) -> dict[tuple[str, str], str]:
+    """(module file, test function) -> its pytest-xdist work unit: BUILT for a test that requests
+    the built repository, directly or through fixtures of its module; its module otherwise (for
+    module-scoped fixtures). Read from the source, since the scheduler runs where nothing is collected."""
+    found = {}
+    for module in sorted(tests.glob("test_*.py")):
+        functions = {
+            node.name: {arg.arg for arg in node.args.args}
+            for node in ast.parse(module.read_text()).body
+            if isinstance(node, ast.FunctionDef)
+        }
+        uses = {name for name, args in functions.items() if BUILT in args}
+        while grown := {name for name, args in functions.items() if args & uses} - uses:
+            uses |= grown
+        for name in functions:
+            if name.startswith("test_"):
+                found[(f"tests/{module.name}", name)] = BUILT if name in uses else f"tests/{module.name}"
+    return found
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` as `make test` runs it: each work unit of `groups` to one worker, the built
+    repository's first. pytest-xdist's own loadgroup reads `xdist_group` marks through node ids that
+    pytest 9 no longer lets it change: every test of the built repository landed anywhere, and each
+    worker built it."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    units = groups(config.rootpath / "tests")
+
+    class TogetherScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, test = nodeid.partition("::")
+            return units.get((module, test.split("[")[0]), module)
+
+        def _assign_work_unit(self, node) -> None:
+            if BUILT in self.workqueue:  # the longest unit starts first, so it does not end last
+                self.workqueue.move_to_end(BUILT, last=False)
+            super()._assign_work_unit(node)
+
+    return TogetherScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The source reading of `groups` checked against pytest's own view of each test's fixtures."""
+    units = groups(config.rootpath / "tests")
     for item in items:
-        group = "built" if "built" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        module, _, test = item.nodeid.partition("::")
+        wanted = BUILT if BUILT in item.fixturenames else module
+        if units.get((module, test.split("[")[0]), wanted) != wanted:
+            raise pytest.UsageError(f"tests/conftest.py: groups() puts {item.nodeid} in the wrong work unit")
 
 
 @pytest.fixture(scope="session")
