@@ -49,7 +49,12 @@ MUTANTS = [
     Mutant(
         "whole or nothing: no partial file ever sits at an output path",
         "pipeline/tokenizer/corpus.py",
-        (("    with files.replacing(output) as (tmp,):\n", "    for tmp in (output,):\n"),),
+        (
+            (
+                "    with files.replacing(output) as (tmp,):\n",
+                "    output.parent.mkdir(parents=True, exist_ok=True)\n    for tmp in (output,):\n",
+            ),
+        ),
         (
             "tests/test_faults.py::test_stage_killed_or_interrupted_anywhere_is_finished_by_a_rerun_with_identical_bytes",
         ),
@@ -69,7 +74,7 @@ MUTANTS = [
     Mutant(
         "bad input refused: a bad record stops pretokenize, naming the file and line",
         "pipeline/encode/pretokenize.py",
-        (('if on_bad_record == "error":', "if False:"),),
+        (('            if self.on_bad_record == "error":', "            if False:"),),
         ("tests/test_pretokenize.py::test_bad_record_names_file_and_line_and_leaves_no_output",),
     ),
     Mutant(
@@ -117,8 +122,8 @@ MUTANTS = [
     ),
     Mutant(
         "word tables: merging sums the counts of a word both tables hold",
-        "pipeline/tokenizer/word_table.py",
-        (("count[n] = count_a[i] + (count_b[j] if order == 0 else 0)", "count[n] = count_a[i]"),),
+        "pipeline/tokenizer/table_merge.py",
+        (("total = len_a[i], count_a[i] + (count_b[j] if order == 0 else 0)", "total = len_a[i], count_a[i]"),),
         ("tests/test_exact_bpe.py::test_tables_merge_and_spill_to_the_table_of_the_whole_text",),
     ),
     Mutant(
