@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 from pipeline.config.load import load_params
 from pipeline.config.schema import TrainParams
 from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
-from pipeline.training.module import GPTModule, lr_factor
+from pipeline.training.module import GPTModule
+from pipeline.training.schedule import lr_factor
 from pipeline.training.windows import ShuffledWindows, TrainBatches, Windows, training_arrays
 
 STEPS, WARMUP, ROUNDS = 16, 4, 5
@@ -35,7 +36,7 @@ def loader_tokens_per_s(loader: DataLoader, batches: int) -> float:
     iterator = iter(loader)
     next(iterator)
     started = time.perf_counter()
-    n = sum(x.numel() for (x, _), _ in zip(iterator, range(batches)))
+    n = sum(x.numel() for (x, _, _), _ in zip(iterator, range(batches)))  # (x, y, window ids)
     return n / (time.perf_counter() - started)
 
 
@@ -87,7 +88,7 @@ def lightning_loop(config: GPTConfig, t: TrainParams, batches: list) -> list[flo
         limit_val_batches=0,
         callbacks=[clock],
     )
-    trainer.fit(GPTModule(config, t), train_dataloaders=DataLoader(batches, batch_size=None))
+    trainer.fit(GPTModule(config, t, t.batch_size), train_dataloaders=DataLoader(batches, batch_size=None))
     return clock.times[WARMUP - 1 :]  # the first interval ends at step 2
 
 
@@ -100,14 +101,14 @@ def main() -> None:
     windows = ShuffledWindows(Windows([REPO / path for path, _ in training_arrays(p.data)], config.block_size), t.seed)
     loader = DataLoader(windows, batch_sampler=TrainBatches(0, t.batch_size, 0, 1), num_workers=0)
     loader_rate = loader_tokens_per_s(loader, 400)
-    batches = [batch for batch, _ in zip(loader, range(STEPS))]
+    batches = [(x, y) for (x, y, _), _ in zip(loader, range(STEPS))]
     plain, lightning, ratios = [], [], []
     for _ in range(ROUNDS):  # alternated, so drift in the machine's speed hits both
         plain.append(statistics.median(plain_loop(config, t, batches)))
         lightning.append(statistics.median(lightning_loop(config, t, batches)))
         ratios.append(lightning[-1] / plain[-1])
     step_plain, step_lightning = statistics.median(plain), statistics.median(lightning)
-    tokens_per_step = windows.tokens_per_step(t, config.block_size, world_size=1)
+    tokens_per_step = t.batch_size * config.block_size
     results = {
         "loader_tokens_per_s": loader_rate,
         "train_tokens_per_s": tokens_per_step / step_lightning,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.schema import PretokenizeParams
+from pipeline.encode import pretokenize
 from pipeline.tokenizer import spm_train
-from tests.helpers import LOSSLESS_FLAGS, sample_documents
+from tests.helpers import LOSSLESS_FLAGS, SAMPLE, sample_documents
 
 BUILT = "built"  # the session fixture that runs the whole pipeline once; its tests share one worker
 
@@ -76,6 +78,17 @@ def small_model(tmp_path_factory) -> Path:
     corpus.write_text("\n".join(line for text in sample_documents("val") for line in text.split("\n") if line) + "\n")
     spm_train.train([corpus], work / "spm", LOSSLESS_FLAGS)
     return work / "spm.model"
+
+
+@pytest.fixture(scope="session")
+def token_arrays(small_model, tmp_path_factory):
+    """The sample's test shard as training data and its val shard for validation, tokenized once."""
+    out = tmp_path_factory.mktemp("tokens")
+    for name, target in (("test", "00"), ("val", "val")):
+        pretokenize.run(
+            [SAMPLE / f"{name}.jsonl.zst"], small_model, out / f"{target}.bin", PretokenizeParams(workers=2)
+        )
+    return out
 
 
 @dataclass

@@ -53,8 +53,11 @@ def sample_documents(name: str) -> list[str]:
 
 
 def child_env() -> dict:
-    """Environment for subprocesses: this interpreter's bin first, so `python` and `dvc` are ours."""
+    """Environment for subprocesses: this interpreter's bin first, so `python` and `dvc` are ours, and
+    this checkout first on PYTHONPATH, so every stage a test starts, directly or through dvc, runs the
+    code under test, whichever checkout the environment has installed."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["PILE_GPT_PROGRESS"] = "0"
     return env

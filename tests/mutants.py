@@ -149,6 +149,147 @@ MUTANTS = [
         ),
         ("tests/test_dvc_pipeline.py::test_no_file_dvc_hashes_or_diffs_records_a_wall_clock_figure",),
     ),
+    Mutant(
+        "resume across world sizes: a job starts at the sample its checkpoint recorded",
+        "pipeline/training/train.py",
+        (
+            (
+                "tokenizer_model, vocab_size, decision.samples, windows_record",
+                "tokenizer_model, vocab_size, decision.step * p.train.batch_size * p.train.grad_accum * world_size, "
+                "windows_record",
+            ),
+        ),
+        (
+            "tests/test_distributed.py::"
+            "test_a_run_killed_on_two_processes_resumes_on_one_and_back_on_two_training_an_uninterrupted_runs_windows",
+        ),
+    ),
+    Mutant(
+        "resume across world sizes: a job keeps the run's global batch",
+        "pipeline/training/resume.py",
+        (
+            (
+                "        batch = job_batch(global_batch, train.batch_size, world_size, origin)\n",
+                "        batch = fresh_batch(train, world_size)\n",
+            ),
+        ),
+        (
+            "tests/test_distributed.py::"
+            "test_a_run_killed_on_two_processes_resumes_on_one_and_back_on_two_training_an_uninterrupted_runs_windows",
+            "tests/test_distributed.py::test_a_job_whose_devices_cannot_make_the_runs_global_batch_is_refused_naming_what_would",
+        ),
+    ),
+    Mutant(
+        "resume across world sizes: Lightning's micro-batch counts follow the new accumulation",
+        "pipeline/training/resume.py",
+        (("    if saved == grad_accum:\n        return\n", "    if True:\n        return\n"),),
+        (
+            "tests/test_distributed.py::"
+            "test_a_run_killed_on_two_processes_resumes_on_one_and_back_on_two_training_an_uninterrupted_runs_windows",
+        ),
+    ),
+    Mutant(
+        "one decision: ranks that decided otherwise stop, naming the rank",
+        "pipeline/training/distributed.py",
+        (("        if differing:\n", "        if False:\n"),),
+        (
+            "tests/test_distributed.py::test_ranks_that_read_different_checkpoint_folders_stop_before_any_step_naming_the_rank",
+        ),
+    ),
+    Mutant(
+        "one decision: a rank that cannot read rank zero's folder stops",
+        "pipeline/training/distributed.py",
+        (("        if blind:\n", "        if False:\n"),),
+        (
+            "tests/test_distributed.py::test_ranks_that_read_different_checkpoint_folders_stop_before_any_step_naming_the_rank",
+        ),
+    ),
+    Mutant(
+        "preemption: SIGUSR1 ends in a checkpoint of that step in the run's folder",
+        "pipeline/training/checkpoints.py",
+        (("        trainer.save_checkpoint(last)\n", ""),),
+        (
+            "tests/test_preemption.py::"
+            "test_sigusr1_on_slurm_checkpoints_in_the_runs_folder_requeues_and_the_next_job_resumes_to_the_same_weights",
+        ),
+    ),
+    Mutant(
+        "preemption: no checkpoint outside the run's folder is ever loaded",
+        "pipeline/training/train.py",
+        (("        default_root_dir=str(CHECKPOINT_DIR),", "        default_root_dir=str(MODEL_DIR),"),),
+        (
+            "tests/test_preemption.py::test_no_checkpoint_outside_the_runs_folder_is_ever_loaded_and_lightnings_own_is_refused",
+        ),
+    ),
+    Mutant(
+        "honest throughput: validations inside training are not training time",
+        "pipeline/training/throughput.py",
+        (("        if trainer.state.fn == TrainerFn.FITTING:", "        if trainer.training:"),),
+        ("tests/test_throughput.py::test_tokens_per_s_and_mfu_count_training_time_not_the_validations_inside_it",),
+    ),
+    Mutant(
+        "honest throughput: the lr of every parameter group is logged",
+        "pipeline/training/throughput.py",
+        (("enumerate(trainer.optimizers[0].param_groups)", "enumerate(trainer.optimizers[0].param_groups[:1])"),),
+        (
+            "tests/test_throughput.py::test_every_parameter_groups_lr_is_logged_and_every_step_lightning_logs_is_checked",
+        ),
+    ),
+    Mutant(
+        "honest throughput: every step Lightning logs is checked for a finite loss",
+        "pipeline/training/module.py",
+        (("        after % p.log_every == 0\n", "        step % p.log_every == 0\n"),),
+        (
+            "tests/test_throughput.py::test_every_parameter_groups_lr_is_logged_and_every_step_lightning_logs_is_checked",
+        ),
+    ),
+    Mutant(
+        "honest throughput: dense peaks, never the sparse figure",
+        "pipeline/training/throughput.py",
+        (
+            (
+                '        Peak(989.5e12, "nvidia.com/en-us/data-center/h200',
+                '        Peak(1979e12, "nvidia.com/en-us/data-center/h200',
+            ),
+        ),
+        ("tests/test_throughput.py::test_each_gpu_people_rent_gets_its_dense_bf16_peak",),
+    ),
+    Mutant(
+        "honest throughput: the FLOPs per token are what a step computes",
+        "pipeline/model/gpt.py",
+        (
+            (
+                "        return 6 * self.n_params() + 12 * c.n_layer * c.n_embd * c.block_size + rope",
+                "        return 6 * self.n_params() + rope",
+            ),
+        ),
+        ("tests/test_throughput.py::test_flops_per_token_are_the_flops_a_training_step_computes",),
+    ),
+    Mutant(
+        "larger models: FSDP shards one block a unit",
+        "pipeline/training/distributed.py",
+        (("        auto_wrap_policy={Block},\n", "        auto_wrap_policy=None,\n"),),
+        ("tests/test_distributed.py::test_fsdp_shards_one_block_a_unit_and_recomputes_block_activations_when_asked",),
+    ),
+    Mutant(
+        "larger models: activation checkpointing recomputes each block",
+        "pipeline/model/gpt.py",
+        (
+            (
+                "        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()",
+                "        recompute = False",
+            ),
+        ),
+        (
+            "tests/test_distributed.py::test_activation_checkpointing_in_the_model_recomputes_each_block_and_leaves_the_gradients_exact",
+        ),
+    ),
+    Mutant(
+        "tests start every training on the code under test",
+        "tests/helpers.py",
+        (('    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])\n', ""),),
+        ("tests/test_launchers.py::test_a_child_started_by_the_tests_of_another_checkout_imports_that_checkouts_code",),
+    ),
 ]
 
 

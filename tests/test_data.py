@@ -130,9 +130,11 @@ def test_a_mixed_run_draws_each_groups_windows_in_a_seeded_order_and_a_small_gro
     small = windows.Windows([write_array(tmp_path / "small.bin", range(4000, 4041))], 4)  # 10 windows
     mixed = windows.MixedWindows({"big": big, "small": small}, {"big": 3.0, "small": 1.0}, seed=5)
     batch = mixed.__getitems__(list(range(80)))
-    from_small = [int(x[0]) for x, _ in batch if int(x[0]) >= 4000]
+    from_small = [int(x[0]) for x, _, _ in batch if int(x[0]) >= 4000]
+    # each sample carries its window's id, the groups' windows numbered one group after the other
+    assert all(w == (1000 + (x[0] - 4000) // 4 if x[0] >= 4000 else x[0] // 4) for x, _, w in batch)
     assert len(from_small) == 20  # a quarter of the samples
     drawn = [(start - 4000) // 4 for start in from_small]
     assert sorted(drawn[:10]) == sorted(drawn[10:]) == list(range(10))  # each epoch: every window once
     assert drawn[:10] != drawn[10:]  # the second epoch in a new order
-    assert [int(x[0]) for x, _ in mixed.__getitems__(list(range(40, 80)))] == [int(x[0]) for x, _ in batch[40:]]
+    assert [int(x[0]) for x, _, _ in mixed.__getitems__(list(range(40, 80)))] == [int(x[0]) for x, _, _ in batch[40:]]

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.config.schema import TrainParams
 from pipeline.model.gpt import GPT, GPTConfig, rope_tables, rotate
-from pipeline.training.module import lr_factor
+from pipeline.training.schedule import lr_factor
 from tests.helpers import REPO
 
 CONFIG = GPTConfig(vocab_size=1000, block_size=32, n_layer=3, n_head=2, n_embd=32)

@@ -6,7 +6,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -17,148 +16,26 @@ import yaml
 from pipeline.config.schema import PretokenizeParams
 from pipeline.encode import pretokenize
 from pipeline.model.gpt import GPT, GPTConfig
-from tests.helpers import REPO, SAMPLE, child_env, doc, write_shard
+from tests.helpers import REPO, doc, write_shard
+from tests.training import (
+    GPT2,
+    HANG_S,
+    LONG,
+    MODERN,
+    VARIANTS,
+    kill_session,
+    losses,
+    project,
+    same_weights,
+    set_params,
+    train,
+    train_until_a_checkpoint,
+    trained,
+    val_losses,
+    weights,
+)
 
 pytestmark = pytest.mark.slow  # the real Lightning Trainer, trainings of seconds to a minute each
-
-HANG_S = 300  # a liveness bound: only a hang, never a slow or loaded machine, takes this long
-
-TINY = {
-    "model": {
-        "block_size": 32,
-        "n_layer": 2,
-        "n_head": 2,
-        "n_embd": 32,
-        "dropout": 0.0,
-        "bias": False,
-        "vocab_multiple": 64,
-    },
-    "train": {
-        "batch_size": 8,
-        "max_steps": 24,
-        "lr": 0.003,
-        "min_lr": 0.0003,
-        "warmup_steps": 4,
-        "decay_steps": 24,
-        "val_check_interval": 8,
-        "val_windows": 16,
-        "checkpoint_every": 4,
-        "log_every": 2,
-        "num_workers": 0,
-        "num_threads": 1,
-        "accelerator": "cpu",
-    },
-}
-
-
-@pytest.fixture(scope="session")
-def token_arrays(small_model, tmp_path_factory):
-    """The sample's test shard as training data and its val shard for validation, tokenized once."""
-    out = tmp_path_factory.mktemp("tokens")
-    for name, target in (("test", "00"), ("val", "val")):
-        pretokenize.run(
-            [SAMPLE / f"{name}.jsonl.zst"], small_model, out / f"{target}.bin", PretokenizeParams(workers=2)
-        )
-    return out
-
-
-def project(tmp_path, small_model, token_arrays, **overrides):
-    """A directory laid out like the repository after pretokenize, with tiny model and training params."""
-    shutil.copytree(token_arrays, tmp_path / "data/tokens")
-    (tmp_path / "data/tokenizer").mkdir(parents=True)
-    shutil.copy(small_model, tmp_path / "data/tokenizer/spm.model")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"]["shards"] = {"00": {"path": "train/00", "sha256": None}, "val": {"path": "val", "sha256": None}}
-    raw["evaluate"]["splits"] = ["val"]
-    raw["corpus"]["shards"] = ["00"]
-    for section, values in TINY.items():
-        raw[section].update(values)
-    raw["train"]["wandb"]["mode"] = "disabled"
-    set_params(tmp_path, raw, **overrides)
-    return tmp_path
-
-
-def set_params(directory, raw=None, **overrides):
-    raw = raw or yaml.safe_load((directory / "params.yaml").read_text())
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        raw[section][name] = value
-    (directory / "params.yaml").write_text(yaml.safe_dump(raw))
-
-
-def train(directory, check=True, code=REPO):
-    """Run the train stage in `directory`, from the stage script and package under `code`."""
-    result = subprocess.run(
-        [sys.executable, str(code / "stages/train.py")],
-        cwd=directory,
-        env={**child_env(), "PYTHONPATH": str(code)},
-        capture_output=True,
-        text=True,
-        timeout=HANG_S * 2,
-    )
-    if check and result.returncode:
-        raise AssertionError(f"train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def train_until_the_first_checkpoint(directory, output) -> tuple[subprocess.Popen, object]:
-    """Start the train stage and return once it has written last.ckpt (or ended): (process, last.ckpt)."""
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "stages/train.py")],
-        cwd=directory,
-        env=child_env(),
-        stdout=output,
-        stderr=output,
-        text=True,
-    )
-    last = directory / "data/model/checkpoints/last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return process, last
-
-
-def weights(directory):
-    from safetensors.torch import load_file
-
-    return load_file(directory / "data/model/model.safetensors")
-
-
-def losses(directory):
-    """step -> train loss, from DVCLive's plot file."""
-    rows = (directory / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
-    return {int(step): float(value) for step, value in (row.split("\t") for row in rows)}
-
-
-def val_losses(directory):
-    rows = (directory / "metrics/train/plots/metrics/val/loss.tsv").read_text().splitlines()[1:]
-    return [float(row.split("\t")[1]) for row in rows]
-
-
-def same_weights(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-GPT2 = {
-    "model__arch": "gpt2",
-    "model__position": "learned",
-    "model__norm": "layernorm",
-    "model__mlp": "gelu",
-    "model__qk_norm": False,
-    "model__tie_embeddings": True,
-}
-MODERN = {
-    "model__arch": "modern",
-    "model__position": "rope",
-    "model__norm": "rmsnorm",
-    "model__mlp": "swiglu",
-    "model__qk_norm": True,
-    "model__tie_embeddings": False,
-}
-
-
-VARIANTS = {"gpt2+adamw": {**GPT2, "train__optimizer": "adamw"}, "modern+muon": {**MODERN, "train__optimizer": "muon"}}
-LONG = {"train__max_steps": 48, "train__decay_steps": 48}
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +48,10 @@ def whole(small_model, token_arrays, tmp_path_factory):
     return runs
 
 
-def trained(steps: int, first: int) -> str:
-    """The summary's words for a run that trained from step `first` to step `steps`."""
-    return f"this run trained {steps - first} (from step {first})"
-
-
 def kill_at_the_first_checkpoint(repo, output=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
     """Start training, SIGKILL it once last.ckpt is written; return the process and the checkpoint's step."""
-    process, last = train_until_the_first_checkpoint(repo, output)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process, last = train_until_a_checkpoint(repo, output)
+    kill_session(process)
     step = torch.load(last, weights_only=True)["global_step"]
     assert 4 <= step < 48, "the kill should land mid-run"
     return process, step
@@ -238,7 +109,7 @@ def test_a_killed_dataloader_worker_stops_training_with_a_message_and_a_rerun_re
 ):
     reference, _ = whole["modern+muon"]  # train.num_workers does not change the weights
     killed = project(tmp_path, small_model, token_arrays, **LONG, **VARIANTS["modern+muon"], train__num_workers=1)
-    process, last = train_until_the_first_checkpoint(killed, output=subprocess.PIPE)
+    process, last = train_until_a_checkpoint(killed, output=subprocess.PIPE)
     time.sleep(random.Random(5).uniform(0.0, 0.5))
     (worker,) = psutil.Process(process.pid).children()  # the one DataLoader worker (W&B is off)
     worker.send_signal(signal.SIGKILL)

@@ -121,8 +121,19 @@ def _check_train(t, fail) -> None:
         raise fail("train.devices", "must be a positive count, or -1 for every visible device")
     if not 0 <= t.min_lr <= t.lr:
         raise fail("train.min_lr", f"must be between 0 and train.lr ({t.lr})")
-    if not 0 <= t.warmup_steps <= t.decay_steps:
+    if t.schedule == "cosine" and not 0 <= t.warmup_steps <= t.decay_steps:
         raise fail("train.warmup_steps", f"must be between 0 and train.decay_steps ({t.decay_steps})")
+    if not 0 < t.cooldown <= 1:
+        raise fail("train.cooldown", f"{t.cooldown} is not a share of max_steps in (0, 1]")
+    stable_until = t.max_steps - round(t.cooldown * t.max_steps)
+    if t.schedule == "wsd" and not 0 <= t.warmup_steps <= stable_until:
+        raise fail(
+            "train.warmup_steps",
+            f"must be between 0 and the start of the cooldown (step {stable_until:,}: train.max_steps "
+            f"{t.max_steps:,} less its {t.cooldown} cooldown)",
+        )
+    if t.stop_at_val_bpb is not None and not t.stop_at_val_bpb > 0:
+        raise fail("train.stop_at_val_bpb", f"{t.stop_at_val_bpb} is no target: give a positive bits per byte, or null")
     if t.num_workers < 0 or t.num_threads < 0:
         raise fail("train.num_workers", "must not be negative")
     if t.optimizer == "muon" and t.strategy in ("fsdp", "deepspeed_stage_2"):

@@ -149,11 +149,20 @@ class TrainParams:
     muon_momentum: float = 0.95
     """Muon's Nesterov momentum."""
     min_lr: float = 1e-4
-    """Learning rate at and after the end of the cosine decay."""
+    """Learning rate at the end of the decay (cosine: at and after decay_steps; wsd: at max_steps)."""
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    """cosine: warm-up, then a cosine to min_lr at decay_steps. wsd (warmup-stable-decay): warm-up, the
+    peak held, a linear cooldown to min_lr over the last `cooldown` share of max_steps; a run extends
+    from, or cools down at, any checkpoint before its cooldown (docs/training.md)."""
     warmup_steps: int = 100
     """Steps of linear warm-up from 0 to lr."""
     decay_steps: int = 1000
-    """Step at which the cosine reaches min_lr; kept in params so a resume cannot change the schedule."""
+    """cosine: the step at which it reaches min_lr; kept in params so a resume cannot change the schedule."""
+    cooldown: float = 0.2
+    """wsd: the share of max_steps, at its end, over which the learning rate falls to min_lr."""
+    stop_at_val_bpb: float | None = None
+    """End the run at the first validation whose bits per byte (the validation windows' loss over the
+    val array's bytes per token) is at or below this, exporting that step's weights. None: to max_steps."""
     weight_decay: float = 0.1
     """AdamW weight decay on matrices; biases and LayerNorm gains get none."""
     beta1: float = 0.9
@@ -171,7 +180,10 @@ class TrainParams:
     num_nodes: int = 1
     """Machines; launch with torchrun or SLURM's srun (README)."""
     strategy: Literal["auto", "ddp", "fsdp", "deepspeed_stage_2"] = "auto"
-    """Lightning strategy; deepspeed_stage_2 needs the `deepspeed` extra."""
+    """Lightning strategy; fsdp shards one transformer block a unit; deepspeed_stage_2 needs the `deepspeed` extra."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them: about a third
+    more compute for a fraction of the activation memory (larger models or batches on the same GPUs)."""
     compile: bool = False
     """torch.compile the model in place (checkpoint keys stay loadable)."""
     val_check_interval: int = 100
@@ -188,6 +200,9 @@ class TrainParams:
     """torch CPU threads; 0 leaves torch's default."""
     num_workers: int = 1
     """DataLoader worker processes."""
+    record_windows: bool = False
+    """Write which windows every micro-batch trained, by step and rank, to data/model/checkpoints/windows/
+    (to trace a loss spike to its documents, or audit the data order across resumes)."""
     peak_flops: float | None = None
     """Peak FLOP/s of one device for MFU; None looks the GPU up in a table (no MFU on CPU)."""
     wandb: WandbParams = WandbParams()

@@ -4,7 +4,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, Stopped
 
 
 def _interrupt(signum, frame):
@@ -15,9 +15,12 @@ def run(main: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
+    except Stopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except OSError as exc:  # a file that cannot be read or written: its name and the reason suffice
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -7,6 +7,15 @@ import signal
 class PipelineError(Exception):
     """A failure with a message that says what, where, and what to do; stages print it and exit 1."""
 
+    exit_code = 1
+
+
+class Stopped(PipelineError):
+    """A stage that stopped on request before its end with its work saved, to be run again (a
+    training preempted with a checkpoint): exit 75, EX_TEMPFAIL, "try again later"."""
+
+    exit_code = 75
+
 
 def describe_exit(exitcode: int | None) -> str:
     """`signal 9 (SIGKILL: killed, often the out-of-memory killer)` or `exit code 3`, for messages."""

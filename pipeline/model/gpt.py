@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pipeline.config.schema import ModelParams
 from pipeline.core import files
@@ -142,6 +143,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight  # tied: one matrix reads and writes tokens
+        self.checkpoint_activations = False
+        """Recompute each block's activations in the backward pass (training only): a setting of the
+        run, not of the model, so it is no field of the config and changes no weight or key."""
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -167,8 +171,9 @@ class GPT(nn.Module):
             head_dim = self.config.n_embd // self.config.n_head
             rope = rope_tables(t, head_dim, self.config.rope_theta, idx.device)  # once, for every layer
         x = self.dropout(x)
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, rope)
+            x = checkpoint(block, x, rope, use_reentrant=False) if recompute else block(x, rope)
         logits = self.lm_head(self.ln_final(x))  # (b, t, padded_vocab_size)
         return logits[..., : self.config.vocab_size]
 
@@ -193,11 +198,14 @@ class GPT(nn.Module):
         return 6 * self.n_params() + 12 * c.n_layer * c.n_embd * c.block_size + rope
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Matrices decay; biases, norm gains and nothing else do not."""
+        """Matrices decay; biases, norm gains and nothing else do not. Each group is named (for its lr in the logs)."""
         params = {name: p for name, p in self.named_parameters() if p.requires_grad}
         decay = [p for p in params.values() if p.dim() >= 2]
         no_decay = [p for p in params.values() if p.dim() < 2]
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [
+            {"name": "decay", "params": decay, "weight_decay": weight_decay},
+            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+        ]
 
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The 2-D weights inside the blocks (attention and MLP): what Muon orthogonalises. Embeddings,

@@ -1,17 +1,14 @@
-"""Callbacks that watch and report on training: weights that overflow, throughput and MFU through
-Lightning's own meter, each group's draws in a mixture, and a progress bar in steps."""
-
-import time
+"""Callbacks that watch and report on training: weights that overflow, a target reached, each group's
+draws in a mixture, and a progress bar in steps (throughput: pipeline.training.throughput)."""
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.throughput import Throughput, get_available_flops
+from pytorch_lightning.trainer.states import TrainerFn
 
 from pipeline.config.schema import TrainParams
 from pipeline.core import progress
 from pipeline.core.errors import PipelineError
-from pipeline.training.module import compute_dtype, is_report_step
-from pipeline.training.windows import samples_per_step, tokens_per_step
+from pipeline.training.module import is_report_step
 
 
 class FiniteWeights(pl.Callback):
@@ -35,73 +32,20 @@ class FiniteWeights(pl.Callback):
             )
 
 
-class TokenThroughput(pl.Callback):
-    """Every `log_every` steps: tokens seen and the learning rate to every logger; tokens/s since the
-    last log point and, where the device's peak FLOP/s is known, MFU, measured by Lightning's
-    `Throughput` over all devices, to the untracked loggers only (W&B): wall-clock figures differ run
-    to run, so they stay out of DVCLive's files, which are DVC outputs; the last ones are kept for
-    the stage's summary. The peak comes from train.peak_flops, else Lightning's table of GPUs; on CPU
-    there is no MFU rather than a wrong one. Time spent validating is not counted as training time."""
+class StopAtTarget(pl.Callback):
+    """With train.stop_at_val_bpb, ends training at the first validation inside it whose bits per byte
+    reach the target (every rank reads the same, synchronised value); `reached` is (step, val BPB)."""
 
-    def __init__(self, train: TrainParams, block_size: int, flops_per_token: float):
-        self.train, self.block_size, self.flops_per_token = train, block_size, flops_per_token
-        self.peak: float | None = None
-        self.last: dict[str, float] = {}
-        """The latest tokens/s (and MFU), for the summary."""
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.tokens_per_step = tokens_per_step(self.train, self.block_size, trainer.world_size)
-        self.log_every, self.peak_override = self.train.log_every, self.train.peak_flops
-        device = trainer.strategy.root_device
-        self.peak = self.peak_override or (
-            get_available_flops(device, compute_dtype(str(trainer.precision))) if device.type == "cuda" else None
-        )
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # window of 2 log points: each rate covers exactly the steps since the previous log line
-        self.meter = Throughput(available_flops=self.peak, world_size=trainer.world_size, window_size=2)
-        self.first_step, self.last_step = trainer.global_step, None
-        self.started, self.paused = time.perf_counter(), 0.0
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.validation_began = time.perf_counter()
+    def __init__(self, target: float | None):
+        self.target, self.reached = target, None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.training:
-            self.paused += time.perf_counter() - self.validation_began
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.log_every or step == self.last_step:
+        bpb = trainer.callback_metrics.get("val/bpb")
+        if self.target is None or bpb is None or trainer.state.fn != TrainerFn.FITTING:
             return
-        self.last_step = step
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()  # the clock must see the device's work, not its queue
-        steps = step - self.first_step
-        per_device = self.tokens_per_step // trainer.world_size
-        self.meter.update(
-            time=time.perf_counter() - self.started - self.paused,
-            batches=steps,
-            samples=steps,
-            lengths=steps * per_device,
-            flops=per_device * self.log_every * self.flops_per_token,
-        )
-        rates = self.meter.compute()
-        metrics = {
-            "train/tokens": float(pl_module.tokens_seen()),
-            "train/lr": trainer.optimizers[0].param_groups[0]["lr"],
-        }
-        pl_module.log_dict(metrics, rank_zero_only=True)
-        timing = {}
-        if "device/items_per_sec" in rates:
-            timing["train/tokens_per_s"] = rates["device/items_per_sec"] * trainer.world_size
-        if "device/mfu" in rates:
-            timing["train/mfu"] = rates["device/mfu"]
-        if timing and trainer.is_global_zero:
-            self.last = timing
-            for logger in trainer.loggers:
-                if not getattr(logger, "tracked", False):
-                    logger.log_metrics(timing, step=step)
+        if float(bpb) <= self.target:
+            self.reached = (trainer.global_step, float(bpb))
+            trainer.should_stop = True
 
 
 class MixtureReport(pl.Callback):
@@ -109,11 +53,11 @@ class MixtureReport(pl.Callback):
     (logged, so in metrics/train/metrics.json and W&B), and a line when a group has drawn all its
     windows and starts a new epoch of its own."""
 
-    def __init__(self, train: TrainParams, block_size: int):
-        self.train, self.block_size = train, block_size
+    def __init__(self, train: TrainParams):
+        self.train = train
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.per_step = samples_per_step(self.train, trainer.world_size)
+        self.per_step, self.block_size = pl_module.global_batch, pl_module.config.block_size
         self.data = trainer.datamodule.train_set  # a pipeline.training.windows.MixedWindows
         self.epochs = self._epochs(trainer.global_step)
         self.last_step = None

@@ -10,26 +10,17 @@ from pipeline.config.schema import TrainParams
 from pipeline.core.errors import PipelineError
 from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
 from pipeline.training.optimizers import MuonWithAdamW
-from pipeline.training.windows import tokens_per_step
-
-
-def lr_factor(step: int, p: TrainParams) -> float:
-    """Linear warm-up to 1, cosine down to min_lr / lr at decay_steps, flat after: a pure function of step."""
-    if step < p.warmup_steps:
-        return (step + 1) / (p.warmup_steps + 1)
-    if step >= p.decay_steps:
-        return p.min_lr / p.lr
-    progress = (step - p.warmup_steps) / max(1, p.decay_steps - p.warmup_steps)
-    return (p.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (p.lr - p.min_lr)) / p.lr
+from pipeline.training.schedule import lr_factor
 
 
 def is_report_step(step: int, p: TrainParams) -> bool:
     """Whether optimizer step `step` (0-based, about to be taken) is one whose result leaves the run:
-    a log line, a checkpoint, a validation or the final weights follow it. Only these steps wait for
-    the device to say whether the loss stayed finite, so ordinary steps cost no host round trip."""
+    a log line (Lightning logs the step after which (step + 1) is a multiple of log_every), a
+    checkpoint, a validation or the final weights follow it. Only these steps wait for the device to
+    say whether the loss stayed finite, so ordinary steps cost no host round trip."""
     after = step + 1
     return (
-        step % p.log_every == 0
+        after % p.log_every == 0
         or after % p.checkpoint_every == 0
         or after % p.val_check_interval == 0
         or after >= p.max_steps
@@ -37,9 +28,12 @@ def is_report_step(step: int, p: TrainParams) -> bool:
 
 
 class GPTModule(pl.LightningModule):
-    def __init__(self, config: GPTConfig, train: TrainParams):
+    def __init__(self, config: GPTConfig, train: TrainParams, global_batch: int, val_tokens_per_byte: float = 0.0):
+        """`val_tokens_per_byte`: the validation array's tokens over its documents' bytes, which turns the
+        validation loss into bits per byte (val/bpb); 0 logs none."""
         super().__init__()
-        self.config, self.train_params = config, train
+        self.config, self.train_params, self.global_batch = config, train, global_batch
+        self.val_tokens_per_byte = val_tokens_per_byte
         self.model = GPT(config)
         self.flops_per_token = self.model.flops_per_token()
         self.validated_at: int | None = None  # the step of the latest validation
@@ -47,6 +41,9 @@ class GPTModule(pl.LightningModule):
         self._first_bad_step: torch.Tensor | None = None
 
     def configure_model(self) -> None:
+        # under FSDP, Lightning wraps each block for recomputation inside its shard unit (distributed.strategy)
+        t = self.train_params
+        self.model.checkpoint_activations = t.activation_checkpointing and t.strategy != "fsdp"
         if self.train_params.compile:
             self.model.compile()  # in place: state-dict keys keep their names
 
@@ -77,12 +74,19 @@ class GPTModule(pl.LightningModule):
             )
         self._finite = None
 
+    def tokens_per_step(self) -> int:
+        """Tokens one optimizer step trains on, over every device: the one place this is computed."""
+        return self.global_batch * self.config.block_size
+
     def tokens_seen(self) -> int:
-        return self.global_step * tokens_per_step(self.train_params, self.config.block_size, self.trainer.world_size)
+        return self.global_step * self.tokens_per_step()
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val/loss", cross_entropy(self.model(x), y), sync_dist=True)
+        loss = cross_entropy(self.model(x), y)
+        self.log("val/loss", loss, sync_dist=True)
+        if self.val_tokens_per_byte:
+            self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/tokens", float(self.tokens_seen()), rank_zero_only=True)  # the x of the loss curve
@@ -102,6 +106,15 @@ class GPTModule(pl.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, p))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        """A checkpoint holds the learning rate its own job's schedule set for the next step; a job toward
+        another horizon (a wsd run extended, or cooled down early) sets this job's, as its scheduler would."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            groups = scheduler.optimizer.param_groups
+            for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),
@@ -113,8 +126,3 @@ class GPTModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["rng"]["torch"])
             if checkpoint["rng"]["cuda"]:
                 torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-
-
-def compute_dtype(precision: str) -> torch.dtype:
-    """The dtype matmuls run in under a Lightning precision setting (what the device's peak depends on)."""
-    return torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32

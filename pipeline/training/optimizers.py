@@ -14,14 +14,14 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, p: TrainParams, fused: bool = False):
         hidden = {id(w) for w in model.hidden_matrices()}
         self.muon = torch.optim.Muon(
-            [w for w in model.parameters() if id(w) in hidden],
+            [{"name": "muon", "params": [w for w in model.parameters() if id(w) in hidden]}],
             lr=p.muon_lr,
             weight_decay=p.weight_decay,
             momentum=p.muon_momentum,
             adjust_lr_fn="original",  # the lr scaled by sqrt(max(1, rows / columns)), as Muon's authors do
         )
         rest = [
-            {"params": [w for w in group["params"] if id(w) not in hidden], "weight_decay": group["weight_decay"]}
+            {**group, "params": [w for w in group["params"] if id(w) not in hidden]}
             for group in model.optimizer_groups(p.weight_decay)
         ]
         self.adamw = torch.optim.AdamW(

@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import io
 import logging
 import shutil
 import time
@@ -11,9 +10,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins import TorchCheckpointIO
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from pipeline.config import layout
 from pipeline.config.layout import METRICS_DIR, MODEL_DIR, TOKENIZER_DIR
@@ -23,17 +19,26 @@ from pipeline.core.errors import PipelineError
 from pipeline.encode import token_files
 from pipeline.model.gpt import GPT, GPTConfig
 from pipeline.tokenizer import pieces
-from pipeline.training import resume
-from pipeline.training.callbacks import FiniteWeights, MixtureReport, StepProgress, TokenThroughput
+from pipeline.training import distributed, resume
+from pipeline.training.callbacks import FiniteWeights, MixtureReport, StepProgress, StopAtTarget
+from pipeline.training.checkpoints import (
+    BackgroundCheckpointIO,
+    FailedWrites,
+    Preemption,
+    StableCheckpoint,
+    checkpoint_callbacks,
+    wait_for_checkpoints,
+)
 from pipeline.training.module import GPTModule
+from pipeline.training.throughput import TokenThroughput
 from pipeline.training.windows import TokenDataModule, training_arrays
 
-CHECKPOINT_DIR = MODEL_DIR / "checkpoints"
+CHECKPOINT_DIR = MODEL_DIR / "checkpoints"  # the run's folder: its checkpoints, run.json, the windows it trained
 TRAIN_METRICS_DIR = METRICS_DIR / "train"
 LOSS_CURVE = TRAIN_METRICS_DIR / "loss.png"
 
 
-def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool) -> list:
+def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool, rank_zero: bool) -> list:
     from dvclive.lightning import DVCLiveLogger
 
     class StepsLogger(DVCLiveLogger):
@@ -52,7 +57,7 @@ def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool)
         # The run is started here, on rank zero, rather than by WandbLogger, whose call to wandb.init
         # passes a deprecated `anonymous` setting that W&B warns about on every run.
         run = None
-        if rank_zero_only.rank == 0:
+        if rank_zero:
             run = wandb.init(
                 project=train.wandb.project,
                 entity=train.wandb.entity,
@@ -65,20 +70,6 @@ def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool)
         found.append(WandbLogger(experiment=run, log_model=False))
         found[-1].log_hyperparams({"model": dataclasses.asdict(model), "train": dataclasses.asdict(train)})
     return found
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written beside their final name, flushed, then renamed (pipeline.core.files): a write
-    cut short by a kill or a full disk never replaces the last good one. Lightning's own save goes
-    through the system's temporary directory, and a move from another filesystem is a plain copy."""
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        buffer = io.BytesIO()  # as Lightning does; writing to the file directly, torch hides ENOSPC in a RuntimeError
-        torch.save(checkpoint, buffer)
-        with files.replacing(Path(path)) as (tmp,):
-            tmp.write_bytes(buffer.getbuffer())
 
 
 def export_weights(trainer: pl.Trainer, config: GPTConfig, tokenizer_model: Path) -> None:
@@ -148,21 +139,26 @@ def run_stage(p: Params) -> None:
     arrays, val_array = training_arrays(p.data), layout.tokens_path("val")
     read = arrays + [(val_array, "val")]
     metas = token_files.check_arrays([path for path, _ in read], tokenizer_model, vocab_size)
-    current = {"trajectory": resume.trajectory(p.model, p.train, read, metas), "code": resume.code()}
-    rank_zero = rank_zero_only.rank == 0
-    decision = resume.previous_run(
-        CHECKPOINT_DIR, current, p.train.max_steps, p.train.resume, rank_zero, TRAIN_METRICS_DIR
-    )
+    world_size, rank = distributed.world(p.train)
+    decision = resume.plan(CHECKPOINT_DIR, p.model, p.train, read, metas, world_size)
+    if decision.checkpoint is not None and rank == 0:
+        resume.rewind_dvclive(TRAIN_METRICS_DIR, decision.step)
+        progress.note(f"train: {decision.why.replace('resumed', 'resuming')}")
     pl.seed_everything(p.train.seed, workers=True, verbose=False)
     config = GPTConfig(vocab_size=vocab_size, **dataclasses.asdict(p.model))
-    module = GPTModule(config, p.train)
-    data = TokenDataModule(arrays, val_array, p.model.block_size, p.train, tokenizer_model, vocab_size)
+    module = GPTModule(config, p.train, decision.batch.global_batch, metas[-1]["n_tokens"] / metas[-1]["n_bytes"])
+    windows_record = CHECKPOINT_DIR / "windows" if p.train.record_windows else None
+    data = TokenDataModule(
+        arrays, val_array, p.model.block_size, p.train, tokenizer_model, vocab_size, decision.samples, windows_record
+    )
     resuming = decision.checkpoint is not None
-    trainer = build_trainer(p.train, module, loggers(p.train, p.model, decision.wandb_id, resuming=resuming))
+    found_loggers = loggers(p.train, p.model, decision.wandb_id, resuming, rank == 0)
+    trainer = build_trainer(p.train, decision, found_loggers)
     started = time.monotonic()
     train_loss = fit(trainer, module, data, decision.checkpoint)
+    reached = next(c for c in trainer.callbacks if isinstance(c, StopAtTarget)).reached
     if trainer.is_global_zero:
-        resume.mark_finished(CHECKPOINT_DIR, trainer.global_step)
+        resume.mark_finished(CHECKPOINT_DIR, trainer.global_step, reached[1] if reached else None)
     export_weights(trainer, config, tokenizer_model)
     for logger in trainer.loggers:
         logger.finalize("success")
@@ -175,59 +171,43 @@ def run_stage(p: Params) -> None:
         summarize(trainer, module, p.train.wandb.mode, decision, train_loss, time.monotonic() - started)
 
 
-def build_trainer(train: TrainParams, module: GPTModule, found_loggers: list) -> pl.Trainer:
-    """A Lightning Trainer from train params: checkpoints (`last` every checkpoint_every steps, `best` by
-    validation loss), the callbacks that watch the run, atomic checkpoint writes."""
-    last = ModelCheckpoint(
-        dirpath=CHECKPOINT_DIR,
-        save_top_k=0,
-        save_last=True,
-        enable_version_counter=False,
-        every_n_train_steps=train.checkpoint_every,
-    )
-    # only validations inside fit choose the best: not the step-0 loss, not the end of an epoch
-    best = ModelCheckpoint(
-        dirpath=CHECKPOINT_DIR,
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        enable_version_counter=False,
-        save_on_train_epoch_end=False,
-    )
-    strategy = train.strategy
-    if strategy == "fsdp":
-        from pytorch_lightning.strategies import FSDPStrategy
-
-        strategy = FSDPStrategy(state_dict_type="full")
-    block_size = module.config.block_size
+def build_trainer(train: TrainParams, decision: resume.Decision, found_loggers: list) -> pl.Trainer:
+    """A Lightning Trainer from train params and this job's decision: its global batch made by the
+    job's accumulation, checkpoints in the run's folder (`last` every checkpoint_every steps and on a
+    preemption signal, `stable` before a wsd cooldown, `best` by validation loss) written whole or not
+    at all in the background, the callbacks that watch the run, one decision for every rank."""
     callbacks = [
-        last,
-        best,
-        TokenThroughput(train, block_size, module.flops_per_token),
+        distributed.OneDecision(decision, CHECKPOINT_DIR),
+        resume.DataPosition(decision),
+        TokenThroughput(train.log_every, train.peak_flops),
         StepProgress(train.max_steps, train.log_every),
         FiniteWeights(train),
+        FailedWrites(train),
+        StopAtTarget(train.stop_at_val_bpb),
+        Preemption(train, CHECKPOINT_DIR),
+        StableCheckpoint(train, CHECKPOINT_DIR),
+        *checkpoint_callbacks(train, CHECKPOINT_DIR),
     ]
     if train.mixture is not None:
-        callbacks.append(MixtureReport(train, block_size))
+        callbacks.append(MixtureReport(train))
     return pl.Trainer(
         accelerator=train.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
-        strategy=strategy,
+        strategy=distributed.strategy(train),
         precision=train.precision,
         max_steps=train.max_steps,
-        accumulate_grad_batches=train.grad_accum,
+        accumulate_grad_batches=decision.batch.grad_accum,
         gradient_clip_val=train.grad_clip or None,
-        val_check_interval=train.val_check_interval * train.grad_accum,
+        val_check_interval=train.val_check_interval * decision.batch.grad_accum,  # counted in micro-batches
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         log_every_n_steps=train.log_every,
         callbacks=callbacks,
         logger=found_loggers,
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(MODEL_DIR),
+        plugins=[BackgroundCheckpointIO(), *distributed.cluster_plugins()],
+        default_root_dir=str(CHECKPOINT_DIR),  # where Lightning would look for its own SLURM checkpoints
         enable_model_summary=False,
         enable_progress_bar=False,
     )
@@ -246,7 +226,8 @@ def fit(trainer: pl.Trainer, module: GPTModule, data: TokenDataModule, resume_fr
         with lightning_call(trainer):
             trainer.validate(module, datamodule=data, verbose=False)  # the final weights' loss, for the summary
     # the final step too (with optimizer state), so a larger max_steps later resumes from here
-    trainer.save_checkpoint(CHECKPOINT_DIR / "last.ckpt", weights_only=False)
+    trainer.save_checkpoint(CHECKPOINT_DIR / resume.LAST, weights_only=False)
+    wait_for_checkpoints(trainer)  # on disk before run.json says the run finished
     return train_loss
 
 
@@ -264,6 +245,14 @@ def summarize(trainer, module: GPTModule, wandb_mode: str, decision: resume.Deci
             "model": f"{module.model.n_params():,} parameters ({config.n_layer} layers, {config.n_embd} wide, "
             f"context {config.block_size}, vocabulary {config.vocab_size:,})",
             "run": f"{decision.why}; W&B id {run_id}{offline}",
+            "batch": f"{decision.batch.global_batch:,} sequences a step ({decision.batch.batch_size} a device x "
+            f"grad_accum {decision.batch.grad_accum} x {decision.batch.world_size} device"
+            + ("s)" if decision.batch.world_size > 1 else ")"),
+            **(
+                {"stopped": f"at step {reached[0]:,}: val BPB {reached[1]:.4f} reached train.stop_at_val_bpb"}
+                if (reached := next(c for c in trainer.callbacks if isinstance(c, StopAtTarget)).reached)
+                else {}
+            ),
             "steps": f"{steps:,} ({module.tokens_seen():,} tokens); this run trained "
             + (f"{steps - first:,} (from step {first:,})" if first is not None else "none"),
             "loss": (f"train {float(train_loss):.4f}, " if train_loss is not None else "")

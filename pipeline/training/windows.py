@@ -5,9 +5,10 @@ token). The k-th sample of the run, counting from 0 over all devices and steps, 
 `permute(k mod N)` of epoch k // N: a seeded bijection computed on demand (a Feistel network), so
 nothing of size N is ever built, and
 
-- a resumed run starts at sample global_step * samples_per_step: no batch is replayed or skipped;
+- a resumed run starts at the sample its checkpoint recorded (pipeline.training.resume): no batch is
+  replayed or skipped, whatever number of devices the job has;
 - rank r of W reads samples [base + r*B, base + (r+1)*B) of each micro-step: disjoint across ranks,
-  and the same samples per step for 1 device x 2B as for 2 devices x B;
+  and the same samples per step for 1 device x 2B, 1 device x B accumulated twice, or 2 devices x B;
 - within an epoch, no window repeats.
 
 With train.mixture, training shards are drawn by group (each shard's `group`): which group sample
@@ -15,12 +16,16 @@ k comes from follows a deterministic weighted interleave (Mixture), so every str
 each group in its share; the i-th sample of a group is window permute(i mod N_g) of that group's
 epoch i // N_g, seeded per group. A group that runs out of windows starts a new epoch alone.
 
-Arrays are memory-mapped lazily in each DataLoader worker and never read whole.
+Arrays are memory-mapped lazily in each DataLoader worker and never read whole. A training sample
+carries its window's id (an index into the concatenated windows; with a mixture, into the groups'
+windows one after another) as far as the batch's last stop on the host, where train.record_windows
+writes it down: which windows each step trained, by rank.
 """
 
 import functools
 import hashlib
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pytorch_lightning as pl
@@ -86,6 +91,7 @@ class Windows(Dataset):
         return int(self.starts[-1])
 
     def window(self, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y): the window's block_size tokens and the next token of each."""
         if self._arrays is None:
             self._arrays = [token_files.open_tokens(p) for p in self.paths]
         f = int(np.searchsorted(self.starts, w, side="right") - 1)
@@ -112,8 +118,9 @@ class ShuffledWindows(Dataset):
         return out.tolist()
 
     def __getitems__(self, ks: list[int]):
-        """A whole batch at once (DataLoader calls this when it exists): one vectorised permutation."""
-        return [self.windows[w] for w in self.windows_of(ks)]
+        """A whole batch at once (DataLoader calls this when it exists): one vectorised permutation;
+        each sample (x, y, its window's id)."""
+        return [(*self.windows[w], w) for w in self.windows_of(ks)]
 
     def __getitem__(self, k: int):
         return self.__getitems__([k])[0]
@@ -175,6 +182,9 @@ class MixedWindows(Dataset):
         self.groups, self.seed = groups, seed
         self.mixture = Mixture({name: weights[name] for name in groups})
         self.sizes = {name: len(windows) for name, windows in groups.items()}
+        # window ids run through the groups one after another
+        first = np.cumsum([0] + [self.sizes[name] for name in self.mixture.names])
+        self.first_id = dict(zip(self.mixture.names, first.tolist()))
 
     def __getitems__(self, ks: list[int]):
         group, rank = self.mixture.assign(np.asarray(ks, dtype=np.int64))
@@ -184,7 +194,7 @@ class MixedWindows(Dataset):
             if len(mine):
                 windows = ShuffledWindows(self.groups[name], f"{self.seed}/{name}").windows_of(rank[mine])
                 for position, w in zip(mine, windows):
-                    out[position] = self.groups[name][w]
+                    out[position] = (*self.groups[name][w], self.first_id[name] + w)
         return out
 
     def __getitem__(self, k: int):
@@ -225,19 +235,11 @@ def training_arrays(data: DataParams) -> list[tuple[Path, str]]:
     return [(layout.tokens_path(key), layout.shard(data, key).group or "train") for key in layout.keys(data, "train")]
 
 
-def samples_per_step(t: TrainParams, world_size: int) -> int:
-    """Training windows one optimizer step reads, over all devices."""
-    return t.batch_size * t.grad_accum * world_size
-
-
-def tokens_per_step(t: TrainParams, block_size: int, world_size: int) -> int:
-    """Tokens one optimizer step trains on, over all devices: the one place this is computed."""
-    return samples_per_step(t, world_size) * block_size
-
-
 class TokenDataModule(pl.LightningDataModule):
     """Train windows from every training array ((path, group) in `arrays`), validation windows from
-    `val_array`, resumable by step."""
+    `val_array`; training reads from sample `start_sample` on (a resume's recorded position). With
+    `record_windows` (a folder), each rank appends to rank-R.tsv the windows of every micro-batch it
+    trains: `step<TAB>id,id,...`, after a `# job` line saying where the job began."""
 
     def __init__(
         self,
@@ -247,10 +249,14 @@ class TokenDataModule(pl.LightningDataModule):
         train: TrainParams,
         tokenizer_model: Path,
         vocab_size: int,
+        start_sample: int = 0,
+        record_windows: Path | None = None,
     ):
         super().__init__()
         self.arrays, self.val_array, self.block_size, self.train = arrays, val_array, block_size, train
         self.tokenizer_model, self.vocab_size = tokenizer_model, vocab_size
+        self.start_sample, self.record_windows = start_sample, record_windows
+        self._record: TextIO | None = None
 
     def setup(self, stage: str | None = None) -> None:
         paths = [path for path, _ in self.arrays]
@@ -267,9 +273,8 @@ class TokenDataModule(pl.LightningDataModule):
         self.val_set = Windows([self.val_array], self.block_size)
 
     def train_dataloader(self) -> DataLoader:
-        t = self.train
-        start = self.trainer.global_step * samples_per_step(t, self.trainer.world_size)  # restored by now
-        sampler = TrainBatches(start, t.batch_size, self.trainer.global_rank, self.trainer.world_size)
+        t, trainer = self.train, self.trainer
+        sampler = TrainBatches(self.start_sample, t.batch_size, trainer.global_rank, trainer.world_size)
         return DataLoader(
             self.train_set, batch_sampler=sampler, num_workers=t.num_workers, persistent_workers=t.num_workers > 0
         )
@@ -280,3 +285,26 @@ class TokenDataModule(pl.LightningDataModule):
             len(self.val_set), t.val_windows, t.batch_size, self.trainer.global_rank, self.trainer.world_size
         )
         return DataLoader(self.val_set, batch_sampler=sampler, num_workers=0)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """The batch's last stop on the host: record a training batch's window ids, then drop them."""
+        if len(batch) == 2:  # validation windows carry no ids
+            return batch
+        x, y, windows = batch
+        if self.record_windows is not None and self.trainer.training:
+            self._write_windows(windows)
+        return x, y
+
+    def _write_windows(self, windows: torch.Tensor) -> None:
+        trainer = self.trainer
+        if self._record is None:
+            self.record_windows.mkdir(parents=True, exist_ok=True)
+            self._record = open(self.record_windows / f"rank-{trainer.global_rank}.tsv", "a", buffering=1)
+            devices = f"{trainer.world_size} device" + ("s" if trainer.world_size > 1 else "")
+            self._record.write(f"# job from step {trainer.global_step} on {devices}\n")
+        self._record.write(f"{trainer.global_step}\t{','.join(map(str, windows.tolist()))}\n")
+
+    def teardown(self, stage: str) -> None:
+        if self._record is not None:
+            self._record.close()
+            self._record = None
