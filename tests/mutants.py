@@ -139,6 +139,12 @@ MUTANTS = [
         ("tests/test_exact_bpe.py::test_spm_train_command_takes_spm_trains_flags_and_writes_its_files",),
     ),
     Mutant(
+        "DVC's cache links every output, a directory's files too: the raw shards are on disk once",
+        ".dvc/config",
+        (('type = "hardlink,symlink"', 'type = "reflink,hardlink,symlink"'),),
+        ("tests/test_dvc_pipeline.py::test_every_output_is_a_link_to_dvcs_cache_not_a_second_copy",),
+    ),
+    Mutant(
         "deterministic outputs: no wall-clock figure in a file dvc.lock hashes",
         "pipeline/tokenizer/word_counts.py",
         (
