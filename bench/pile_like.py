@@ -30,6 +30,7 @@ compressed as one zstd frame (readers go across frames, as the pipeline's does).
 chunks per process whatever the size.
 
     python bench/pile_like.py OUT.jsonl.zst --gb 20 --seed 11
+    python bench/pile_like.py --describe     # its statistics and Heaps' law, with real text's: results/pile_like.json
 """
 
 import argparse
@@ -351,13 +352,128 @@ def write(path: Path, text_bytes: int, seed: int, workers: int = 1, level: int =
     }
 
 
+def heaps_curve(tokens, points: list[int]) -> list[tuple[int, int]]:
+    """(occurrences, distinct words) at each of `points` occurrences of a stream of words."""
+    seen: set = set()
+    curve, todo, n = [], list(points), 0
+    for token in tokens:
+        n += 1
+        seen.add(token)
+        if n == todo[0]:
+            curve.append((n, len(seen)))
+            todo.pop(0)
+            if not todo:
+                break
+    return curve
+
+
+def heaps_fit(curve: list[tuple[int, int]]) -> dict:
+    """V = K N^beta, least squares in log-log."""
+    beta, log_k = np.polyfit(np.log([n for n, _ in curve]), np.log([v for _, v in curve]), 1)
+    return {"K": round(float(np.exp(log_k)), 3), "beta": round(float(beta), 4), "points": curve}
+
+
+def heaps(seed: int = 5) -> dict:
+    """Heaps' law on this generator's text and on the real text at hand, words cut at whitespace (the
+    words spm_train counts, case and punctuation kept), documents in a seeded random order."""
+    import glob
+    import random
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from pipeline.ingest.documents import records
+    from pipeline.ingest.records import PILE_FIELDS
+
+    steps = [10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6, 3 * 10**6, 10**7, 3 * 10**7]
+
+    def words(texts):
+        for text in texts:
+            yield from text.split()
+
+    def fit(texts: list[str]) -> dict:
+        total = sum(len(t.split()) for t in texts)
+        return heaps_fit(heaps_curve(words(texts), [n for n in steps if n <= total]))
+
+    def generated():
+        gen = Generator(seed)
+        while True:
+            for _, text in gen.block():
+                yield from text.split()
+
+    sample = [
+        (r.group, r.text)
+        for path in sorted((Path(__file__).resolve().parent.parent / "data/sample").rglob("*.jsonl.zst"))
+        for r in records(path, PILE_FIELDS, "error")
+    ]
+    random.Random(0).shuffle(sample)
+    vim = [
+        Path(f).read_text(encoding="utf-8", errors="replace")
+        for f in sorted(glob.glob("/usr/share/vim/vim*/doc/*.txt"))
+    ]
+    random.Random(0).shuffle(vim)
+    out = {
+        "method": "words cut at whitespace (case and punctuation kept, as spm_train's words), documents shuffled (seed 0)",
+        "this generator": heaps_fit(heaps_curve(generated(), steps)),
+        "the sample, all documents": fit([t for _, t in sample]),
+        "the sample's English prose (Django docs)": fit([t for g, t in sample if g == "Django docs"]),
+        "the sample's code (Django code)": fit([t for g, t in sample if g == "Django code"]),
+        "the sample's translations (~100 languages)": fit([t for g, t in sample if g == "Django translations"]),
+    }
+    if vim:
+        out["English prose: vim's manual (/usr/share/vim)"] = fit(vim)
+    return out
+
+
+def describe(seed: int = 5, chunks: int = 4) -> dict:
+    """The text's statistics over a few chunks: what a line, a word and a document look like."""
+    lines = line_bytes = words = long_lines = docs = text_bytes = compressed = 0
+    non_ascii = 0
+    for index in range(chunks):
+        frame, n_docs, n_bytes, _ = _chunk((seed, index, 3))
+        docs, text_bytes, compressed = docs + n_docs, text_bytes + n_bytes, compressed + len(frame)
+        for record in zstandard.ZstdDecompressor().decompressobj().decompress(frame).split(b"\n"):
+            if not record:
+                continue
+            text = json.loads(record)["text"]
+            for line in text.split("\n"):
+                if line:
+                    size = len(line.encode())
+                    lines, line_bytes, words = lines + 1, line_bytes + size, words + len(line.split())
+                    long_lines += size > 4192
+            non_ascii += sum(1 for char in text if ord(char) > 127)
+    return {
+        "documents": docs,
+        "text_bytes": text_bytes,
+        "mean_document_bytes": round(text_bytes / docs),
+        "non_empty_lines": lines,
+        "mean_line_bytes": round(line_bytes / lines, 1),
+        "words_per_line": round(words / lines, 2),
+        "text_bytes_per_word": round(text_bytes / words, 2),
+        "lines_over_4192_bytes": round(long_lines / lines, 5),
+        "non_ascii_characters_share": round(non_ascii / text_bytes, 4),
+        "compressed_per_text_byte": round(compressed / text_bytes, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--gb", type=float, required=True, help="text to write, in GB (10^9 bytes of UTF-8)")
+    parser.add_argument("output", type=Path, nargs="?", help="the shard to write")
+    parser.add_argument("--gb", type=float, help="text to write, in GB (10^9 bytes of UTF-8)")
+    parser.add_argument(
+        "--describe",
+        action="store_true",
+        help="the text's statistics and Heaps' law fits, to bench/results/pile_like.json",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (the bytes do not depend on it)")
     args = parser.parse_args()
+    if args.describe:
+        results = Path(__file__).resolve().parent / "results" / "pile_like.json"
+        found = {"text": describe(), "heaps": heaps(), "alpha": ALPHA, "q": Q}
+        results.write_text(json.dumps(found, indent=2) + "\n")
+        print(json.dumps(found, indent=2))
+        return
+    if args.output is None or args.gb is None:
+        parser.error("give the shard to write and --gb")
     started = time.monotonic()
 
     def show(done: int) -> None:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-from common import REPO, RESULTS, machine
+from common import REPO, RESULTS, fresh_copy, machine
 
 sys.path.insert(0, str(REPO / "bench"))
 import pile_like  # noqa: E402
@@ -248,28 +248,6 @@ def sizes(repo: Path, paths: list[str]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- the run
-
-
-def fresh_copy(destination: Path) -> Path:
-    """This repository's files (git's list, uncommitted changes included) as a new git repository."""
-    shutil.rmtree(destination, ignore_errors=True)
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvc.lock")):
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, destination / name)
-    for command in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=scale", "-c", "user.email=s@s", "commit", "-qm", "copy"],
-    ):
-        subprocess.run(command, cwd=destination, check=True)
-    return destination
 
 
 def write_params(repo: Path, mirror: Path, sha: dict[str, str], edit=None) -> None:
