@@ -156,6 +156,22 @@ MUTANTS = [
         ("tests/test_exact_bpe.py::test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does",),
     ),
     Mutant(
+        "words stage: spilled runs are merged into the table file a piece at a time, never held whole",
+        "pipeline/tokenizer/word_counts.py",
+        (
+            (
+                "        streamed = word_table.StreamedTable(runs_dir)\n"
+                "        merge_runs([word_table.RunReader(run) for run in runs], streamed, spill_bytes)\n"
+                "        return streamed.finish(output, full)\n",
+                "        table = table_merge.merge([word_table.RunReader(run).read(1 << 62) for run in runs])\n"
+                "        table.header = full\n"
+                "        word_table.write(table, output)\n"
+                "        return word_table.read_header(output)\n",
+            ),
+        ),
+        ("tests/test_exact_bpe.py::test_the_words_stage_merges_its_spilled_runs_without_holding_the_whole_table",),
+    ),
+    Mutant(
         "word tables: merging sums the counts of a word both tables hold",
         "pipeline/tokenizer/table_merge.py",
         (("total = len_a[i], count_a[i] + (count_b[j] if order == 0 else 0)", "total = len_a[i], count_a[i]"),),

@@ -300,6 +300,39 @@ def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path):
     assert again.header["lines_loaded"] == whole.header["lines_loaded"] > 0
 
 
+def test_the_words_stage_merges_its_spilled_runs_without_holding_the_whole_table(small, tmp_path, monkeypatch):
+    """The words stage's memory stays within its spill budget however many distinct words its part
+    holds: the runs go into the table file a piece at a time. (It merged them all in memory: at 1e8
+    Pile lines the whole table of a part, ~2.5 GB held at once; bench/README.md §12.)"""
+    largest = []
+    merge = table_merge.merge
+
+    def watched(tables, header=None):
+        merged = merge(tables, header)
+        largest.append(merged.nbytes)
+        return merged
+
+    text = tmp_path / "part.txt"
+    text.write_bytes(b"\n".join(small.read_bytes().split(b"\n")[:6000]))
+    whole = word_counts.count([text], LOSSLESS_FLAGS, tmp_path / "r0.tmp", workers=2)
+    monkeypatch.setattr(table_merge, "merge", watched)
+    spill = 1 << 10
+    header = word_counts.count_to_file(
+        [text], LOSSLESS_FLAGS, tmp_path / "t.words", tmp_path / "r1.tmp", 2, spill, 1 << 11, {"source": "s"}
+    )
+    assert header["spilled_runs"] > 10 and whole.nbytes > 100 * spill
+    assert max(largest) < whole.nbytes / 10, f"held {max(largest):,} bytes of a {whole.nbytes:,}-byte table at once"
+    streamed = word_table.read(tmp_path / "t.words")
+    assert streamed.words() == whole.words() and np.array_equal(streamed.counts, whole.counts)
+    assert streamed.header["source"] == "s" and streamed.header["lines_loaded"] == whole.header["lines_loaded"]
+    assert not (tmp_path / "r1.tmp").exists()
+    whole.header = {
+        k: v for k, v in streamed.header.items() if k not in ("format", "words", "occurrences", "utf8_bytes")
+    }
+    word_table.write(whole, tmp_path / "w.words")
+    assert (tmp_path / "w.words").read_bytes() == (tmp_path / "t.words").read_bytes()  # as if written whole
+
+
 def test_a_table_counted_under_other_params_is_refused_by_name(small, tmp_path):
     path = tmp_path / "00.words"
     word_table.write(word_counts.count([small], LOSSLESS_FLAGS, tmp_path / "r.tmp", 2), path)
