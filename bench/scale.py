@@ -44,7 +44,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-from common import REPO, RESULTS, fresh_copy, machine
+from common import REPO, RESULTS, machine
 
 sys.path.insert(0, str(REPO / "bench"))
 import pile_like  # noqa: E402
@@ -250,6 +250,22 @@ def sizes(repo: Path, paths: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------- the run
 
 
+def pinned_copy(destination: Path, commit: str) -> Path:
+    """The repository at `commit` as a new git repository: every size runs the same code, whatever the
+    working tree holds meanwhile."""
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+    for name in ("dvc.lock",):
+        (destination / name).unlink(missing_ok=True)
+    shutil.rmtree(destination / "metrics", ignore_errors=True)
+    identity = ["-c", "user.name=scale", "-c", "user.email=scale@localhost"]
+    for command in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", f"pile-gpt at {commit}"]):
+        subprocess.run(["git", *command], cwd=destination, check=True)
+    return destination
+
+
 def write_params(repo: Path, mirror: Path, sha: dict[str, str], edit=None) -> None:
     """presets/pile.yaml with the mirror as data.source and the generated shards, checksums filled in."""
     raw = yaml.safe_load((REPO / "presets" / "pile.yaml").read_text())
@@ -293,7 +309,7 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run(name: str, shard_gb: float, work: Path, workers: int, keep: bool = False) -> dict:
+def run(name: str, shard_gb: float, work: Path, workers: int, commit: str, keep: bool = False) -> dict:
     """One size, end to end; the results saved after every stage."""
     facts = text_facts()
     planned = plan(shard_gb, facts)
@@ -302,9 +318,10 @@ def run(name: str, shard_gb: float, work: Path, workers: int, keep: bool = False
     shutil.rmtree(base, ignore_errors=True)
     mirror, logs = base / "mirror", base / "logs"
     logs.mkdir(parents=True)
-    repo = fresh_copy(base / "repo")
+    repo = pinned_copy(base / "repo", commit)
     env = env_for(repo, repo)
     result = {
+        "commit": commit,
         "shard_text_gb": shard_gb,
         "plan": planned,
         "generator_text": facts,
@@ -359,13 +376,13 @@ def stage(repo: Path, env: dict, logs: Path, step: str, result: dict) -> None:
 # --------------------------------------------------------------------------------------- 1 vs 2 workers
 
 
-def workers_check(shard_gb: float, work: Path, rounds: int) -> dict:
+def workers_check(shard_gb: float, work: Path, rounds: int, commit: str) -> dict:
     """words@11 and pretokenize@11 with 1 worker and with 2, alternated, on one modest shard."""
     base = work / "workers"
     shutil.rmtree(base, ignore_errors=True)
     mirror, logs = base / "mirror", base / "logs"
     logs.mkdir(parents=True)
-    repo = fresh_copy(base / "repo")
+    repo = pinned_copy(base / "repo", commit)
     env = env_for(repo, repo)
     path = mirror / "train" / "11.jsonl.zst"
     path.parent.mkdir(parents=True)
@@ -379,7 +396,7 @@ def workers_check(shard_gb: float, work: Path, rounds: int) -> dict:
     write_params(repo, mirror, sha, only_11)
     for step in ("download@11", "corpus@11", "word-rules", "words@11", "tokenizer"):
         subprocess.run(["dvc", "repro", "--single-item", step], cwd=repo, env=env, check=True, capture_output=True)
-    result = {"shard": made, "rounds": [], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    result = {"commit": commit, "shard": made, "rounds": [], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     commands = {"words": ["python", "stages/words.py", "11"], "pretokenize": ["python", "stages/pretokenize.py", "11"]}
     for r in range(rounds):
         for n in (1, 2) if r % 2 == 0 else (2, 1):
@@ -459,12 +476,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes generating the shards")
     parser.add_argument("--rounds", type=int, default=2, help="workers: rounds of 1 and 2 workers")
     parser.add_argument("--keep", action="store_true", help="keep the copy and its data after a run")
+    parser.add_argument(
+        "--commit", default="HEAD", help="the code to run (default: HEAD; the working tree's changes are not used)"
+    )
     args = parser.parse_args()
+    commit = subprocess.run(
+        ["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     if args.what == "report":
         report()
         return
     if args.what == "workers":
-        workers_check(args.gb or 0.4, args.work, args.rounds)
+        workers_check(args.gb or 0.4, args.work, args.rounds, commit)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     facts = text_facts()
@@ -481,11 +504,11 @@ def main() -> None:
     if large < 20 and args.gb is None:
         print(f"note: the disk holds shards of {large} GB of text, below the 20 GB asked for", flush=True)
     if args.what == "run":
-        run(args.name, large, args.work, args.workers, args.keep)
+        run(args.name, large, args.work, args.workers, commit, args.keep)
         return
     check_disk(args.work, plan(large, facts))  # refuse before the small run, not after it
-    run("small", large / 4, args.work, args.workers)
-    run("large", large, args.work, args.workers, args.keep)
+    run("small", large / 4, args.work, args.workers, commit)
+    run("large", large, args.work, args.workers, commit, args.keep)
     report()
 
 
