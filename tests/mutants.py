@@ -169,7 +169,7 @@ MUTANTS = [
                 "        return word_table.read_header(output)\n",
             ),
         ),
-        ("tests/test_exact_bpe.py::test_the_words_stage_merges_its_spilled_runs_without_holding_the_whole_table",),
+        ("tests/test_exact_bpe.py::test_tables_merge_and_spill_to_the_table_of_the_whole_text",),
     ),
     Mutant(
         "word tables: merging sums the counts of a word both tables hold",

@@ -277,7 +277,10 @@ def test_every_growth_path_of_the_kernel_gives_the_same_merges(small):
     assert runs[0] == runs[1] and len(runs[0]) == 600
 
 
-def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path):
+def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path, monkeypatch):
+    """Counted whole, spilled to sorted runs, or as two parts merged: the same table. The words
+    stage's way, straight to the file, merges its runs a piece at a time and never holds the whole
+    table (it merged them all in memory: at 1e8 Pile lines a part's whole table, GBs, at once)."""
     lines = small.read_bytes().split(b"\n")
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_bytes(b"\n".join(lines[:4000]) + b"\n")
@@ -299,38 +302,20 @@ def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path):
     assert again.words() == whole.words() and np.array_equal(again.counts, whole.counts)
     assert again.header["lines_loaded"] == whole.header["lines_loaded"] > 0
 
-
-def test_the_words_stage_merges_its_spilled_runs_without_holding_the_whole_table(small, tmp_path, monkeypatch):
-    """The words stage's memory stays within its spill budget however many distinct words its part
-    holds: the runs go into the table file a piece at a time. (It merged them all in memory: at 1e8
-    Pile lines the whole table of a part, ~2.5 GB held at once; bench/README.md §12.)"""
-    largest = []
-    merge = table_merge.merge
-
-    def watched(tables, header=None):
-        merged = merge(tables, header)
-        largest.append(merged.nbytes)
-        return merged
-
-    text = tmp_path / "part.txt"
-    text.write_bytes(b"\n".join(small.read_bytes().split(b"\n")[:6000]))
-    whole = word_counts.count([text], LOSSLESS_FLAGS, tmp_path / "r0.tmp", workers=2)
-    monkeypatch.setattr(table_merge, "merge", watched)
-    spill = 1 << 10
-    header = word_counts.count_to_file(
-        [text], LOSSLESS_FLAGS, tmp_path / "t.words", tmp_path / "r1.tmp", 2, spill, 1 << 11, {"source": "s"}
+    largest, merge = [], table_merge.merge
+    monkeypatch.setattr(
+        table_merge, "merge", lambda tables, header=None: largest.append(merge(tables, header)) or largest[-1]
     )
-    assert header["spilled_runs"] > 10 and whole.nbytes > 100 * spill
-    assert max(largest) < whole.nbytes / 10, f"held {max(largest):,} bytes of a {whole.nbytes:,}-byte table at once"
-    streamed = word_table.read(tmp_path / "t.words")
-    assert streamed.words() == whole.words() and np.array_equal(streamed.counts, whole.counts)
-    assert streamed.header["source"] == "s" and streamed.header["lines_loaded"] == whole.header["lines_loaded"]
-    assert not (tmp_path / "r1.tmp").exists()
-    whole.header = {
-        k: v for k, v in streamed.header.items() if k not in ("format", "words", "occurrences", "utf8_bytes")
-    }
-    word_table.write(whole, tmp_path / "w.words")
-    assert (tmp_path / "w.words").read_bytes() == (tmp_path / "t.words").read_bytes()  # as if written whole
+    streamed = tmp_path / "streamed.words"
+    header = word_counts.count_to_file(
+        [a, b], LOSSLESS_FLAGS, streamed, tmp_path / "r3.tmp", 2, 1 << 15, 1 << 14, {"source": "s"}
+    )
+    held = max(table.nbytes for table in largest)
+    assert header["spilled_runs"] > 5 and held < whole.nbytes / 4, f"held {held:,} of a {whole.nbytes:,}-byte table"
+    assert not (tmp_path / "r3.tmp").exists()
+    whole.header = {**whole.header, "source": "s", "spilled_runs": header["spilled_runs"]}
+    word_table.write(whole, path)
+    assert streamed.read_bytes() == path.read_bytes()  # the same file as the whole table written at once
 
 
 def test_a_table_counted_under_other_params_is_refused_by_name(small, tmp_path):
