@@ -174,6 +174,7 @@ class Watch:
         self.peak_disk = self.disk_start = allocated(root)
         self.min_free = shutil.disk_usage(root).free
         self.loads: list[float] = []
+        self.cpu: dict[int, tuple[int, float]] = {}  # pid: (depth in the tree, CPU seconds last seen)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -184,10 +185,13 @@ class Watch:
             try:
                 tree = psutil.Process(self.pid)
                 procs = [tree] + tree.children(recursive=True)
-                sizes = []
+                sizes, depth = [], {self.pid: 0}
                 for p in procs:
                     try:
                         sizes.append(p.memory_info().rss)
+                        depth.setdefault(p.pid, depth.get(p.ppid(), 0) + 1)
+                        times = p.cpu_times()
+                        self.cpu[p.pid] = (depth[p.pid], times.user + times.system)
                     except psutil.Error:
                         pass
                 self.peak_rss = max(self.peak_rss, sum(sizes))
@@ -213,6 +217,12 @@ class Watch:
             "min_free_disk_gb": round(self.min_free / 1e9, 1),
             "load_average_mean": round(sum(self.loads) / max(len(self.loads), 1), 2),
             "load_average_max": round(max(self.loads, default=0.0), 2),
+            # CPU seconds by depth in the tree, as last polled (a process's last POLL_S are missed):
+            # under dvc, 1 is the stage's own process and 2 its workers; run directly, 0 and 1
+            "cpu_s_by_depth_polled": {
+                str(d): round(sum(c for depth, c in self.cpu.values() if depth == d), 1)
+                for d in sorted({depth for depth, _ in self.cpu.values()})
+            },
         }
 
 
@@ -295,7 +305,7 @@ def save(name: str, run: dict) -> None:
     results.pop("machine", None)
     results["note"] = SHARED
     results.setdefault("runs", {})[name] = run
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULT_FILE.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
 
 
@@ -428,7 +438,7 @@ def workers_check(shard_gb: float, work: Path, rounds: int, commit: str) -> dict
     results.pop("machine", None)
     results["workers"] = result
     results["note"] = SHARED
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULT_FILE.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
     shutil.rmtree(base)
     return result
@@ -462,8 +472,46 @@ def report() -> dict:
             rows[step] = {"disk_growth_gb": round(grew, 3), "outputs_gb": round(written, 3),
                           "beyond_outputs_gb": round(grew - written, 3)}  # fmt: skip
         out[f"disk_{name}"] = rows
+    if "large" in runs:
+        out["cpu_s_per_gb"] = cpu_rates(runs["large"])
     print(json.dumps(out, indent=2))
+    for name, run_ in runs.items():
+        print(
+            f"\n{name}: {run_['shard_text_gb']} GB of text a shard ({run_.get('started')} to {run_.get('finished', '...')})\n"
+        )
+        print(
+            "| stage | wall | CPU (user + sys) | load | peak RSS, tree (one process) | disk: peak growth (outputs) | outputs |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for step, f in run_["stages"].items():
+            written = sum(o["bytes"] for o in f.get("outputs", {}).values())
+            linked = all(o["linked_to_cache"] for o in f.get("outputs", {}).values())
+            print(
+                f"| {step} | {f['wall_s'] / 60:.1f} min | {f['cpu_s'] / 60:.1f} min | {f['load_average_mean']:.1f} | "
+                f"{f['peak_rss_tree_mb']:,} MB ({f['peak_rss_one_process_mb']:,}) | "
+                f"{f['peak_disk_gb'] - f['disk_at_start_gb']:.2f} GB ({written / 1e9:.2f}) | "
+                f"{'linked' if linked else 'COPIED'} |"
+            )
     return out
+
+
+def cpu_rates(run_: dict) -> dict:
+    """CPU seconds (user + sys of the tree) per GB of each stage's input: what scales to another machine
+    (divide by its cores where the stage has workers), unlike the wall time of a shared one."""
+    stages, generated = run_["stages"], run_["generation"]
+    rates = {}
+    for step, figures in stages.items():
+        name, _, key = step.partition("@")
+        if name in ("corpus", "pretokenize") and key in generated:
+            gb, of = generated[key]["text_bytes"] / 1e9, "GB of shard text"
+        elif name == "download" and key in generated:
+            gb, of = generated[key]["compressed_bytes"] / 1e9, "GB of .jsonl.zst"
+        elif name == "words" and f"corpus@{key}" in stages:
+            gb, of = stages[f"corpus@{key}"]["stats"]["selected_bytes"] / 1e9, "GB of corpus text"
+        else:
+            continue
+        rates[step] = {"cpu_s_per_gb": round(figures["cpu_s"] / gb, 1), "of": of}
+    return rates
 
 
 def main() -> None:
@@ -476,10 +524,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes generating the shards")
     parser.add_argument("--rounds", type=int, default=2, help="workers: rounds of 1 and 2 workers")
     parser.add_argument("--keep", action="store_true", help="keep the copy and its data after a run")
+    parser.add_argument("--results", type=Path, default=RESULTS / "scale.json", help="the results file (default: %(default)s)")
     parser.add_argument(
         "--commit", default="HEAD", help="the code to run (default: HEAD; the working tree's changes are not used)"
     )
     args = parser.parse_args()
+    global RESULT_FILE  # the functions above write to it
+    RESULT_FILE = args.results
     commit = subprocess.run(
         ["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
