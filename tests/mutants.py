@@ -35,6 +35,12 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "figures in the docs cannot drift: README's bits per byte are the committed metrics",
+        "README.md",
+        (("| modern + Muon, 300 steps (params.yaml) | ", "| modern + Muon, 300 steps (params.yaml) | 9"),),
+        ("tests/test_docs_figures.py::test_the_samples_bits_per_byte_in_the_docs_are_the_committed_metrics",),
+    ),
+    Mutant(
         "exact resume: a resumed run trains only the steps left",
         "pipeline/training/train.py",
         (("ckpt_path=resume_from, weights_only=True", "ckpt_path=None, weights_only=True"),),

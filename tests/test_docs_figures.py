@@ -1,0 +1,43 @@
+"""The figures README and docs/ state about the sample are the recorded ones: bits per byte from
+metrics/eval.json (what `make run` makes, byte for byte in CI), times and earlier runs from
+bench/results/sample.json (`python bench/make_run.py` measures `make run`). Retrain or re-measure,
+and this test names every sentence to update."""
+
+import json
+import re
+
+import pytest
+
+from tests.helpers import REPO
+
+METRICS = json.loads((REPO / "metrics/eval.json").read_text())
+SAMPLE = json.loads((REPO / "bench/results/sample.json").read_text())
+EARLIER = SAMPLE["earlier"]
+RESULTS_TABLES = ["README.md", "docs/training.md"]  # "Results on the embedded sample"
+
+
+def row(doc: str, starts: str) -> list[str]:
+    """The cells after the first of the table row that starts with `starts`."""
+    found = [line for line in (REPO / doc).read_text().splitlines() if line.startswith(f"| {starts}")]
+    assert len(found) == 1, f"{doc}: {len(found)} table rows start with {starts!r}"
+    return [cell.strip() for cell in found[0].strip("|").split("|")[1:]]
+
+
+def one(doc: str, pattern: str) -> re.Match:
+    found = list(re.finditer(pattern, (REPO / doc).read_text()))
+    assert len(found) == 1, f"{doc}: {len(found)} matches of {pattern!r}"
+    return found[0]
+
+
+@pytest.mark.parametrize("doc", RESULTS_TABLES)
+def test_the_samples_bits_per_byte_in_the_docs_are_the_committed_metrics(doc):
+    stated = row(doc, "modern + Muon, 300 steps (params.yaml)")
+    assert stated == [f"{METRICS['val']['bpb']:.4f}", f"{METRICS['test']['bpb']:.4f}"], doc
+    earlier = EARLIER["gpt2 + adamw, 300 steps"]
+    assert row(doc, "GPT-2 + AdamW, 300 steps") == [f"{earlier['val_bpb']:.4f}", f"{earlier['test_bpb']:.4f}"], doc
+
+
+def test_the_harness_comparison_names_the_recorded_figures():
+    harness = EARLIER["harness on that model"]
+    stated = one("docs/export.md", r"the harness\s+gives val \*\*([\d.]+)\*\* bits per byte against \*\*([\d.]+)\*\*")
+    assert [float(x) for x in stated.groups()] == [harness["harness_val_bpb"], harness["evaluate_val_bpb"]]
