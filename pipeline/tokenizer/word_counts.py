@@ -5,8 +5,8 @@ Counting runs in `workers` processes, a batch of lines each, cut as spm_train cu
 merges the tables (pipeline.tokenizer.table_merge), and when what it holds outgrows SPILL_BYTES it
 writes it out as a sorted run and starts afresh; at the end the runs are merged a piece at a time
 straight into the table file (pipeline.tokenizer.word_table), which appears whole or not at all.
-Memory is bounded by SPILL_BYTES and the workers, never by the lines nor by the distinct words. The stages: word-rules (what decides a
-table) and words@KEY (one corpus part's table).
+Memory is bounded by SPILL_BYTES and the workers, never by the lines nor by the distinct words. The
+stages: word-rules (what decides a table) and words@KEY (one corpus part's table).
 """
 
 import json
