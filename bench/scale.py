@@ -524,7 +524,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes generating the shards")
     parser.add_argument("--rounds", type=int, default=2, help="workers: rounds of 1 and 2 workers")
     parser.add_argument("--keep", action="store_true", help="keep the copy and its data after a run")
-    parser.add_argument("--results", type=Path, default=RESULTS / "scale.json", help="the results file (default: %(default)s)")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS / "scale.json", help="the results file (default: %(default)s)"
+    )
     parser.add_argument(
         "--commit", default="HEAD", help="the code to run (default: HEAD; the working tree's changes are not used)"
     )
