@@ -308,7 +308,7 @@ def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path, 
     )
     streamed = tmp_path / "streamed.words"
     header = word_counts.count_to_file(
-        [a, b], LOSSLESS_FLAGS, streamed, tmp_path / "r3.tmp", 2, 1 << 15, 1 << 14, {"source": "s"}
+        [a, b], LOSSLESS_FLAGS, streamed, tmp_path / "r3.tmp", 2, 1 << 15, 1 << 14, {"source": "s"}, fan_in=3
     )
     held = max(table.nbytes for table in largest)
     assert header["spilled_runs"] > 5 and held < whole.nbytes / 4, f"held {held:,} of a {whole.nbytes:,}-byte table"

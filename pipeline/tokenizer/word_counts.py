@@ -31,6 +31,7 @@ from pipeline.tokenizer.word_table import Table
 
 SPILL_BYTES = 256 << 20  # tables held in memory before they go to disk as one sorted run
 BATCH_BYTES = 1 << 20  # lines handed to a worker at once (more only costs the workers memory)
+FAN_IN = 64  # runs merged at once (each holds three open files and their zstd windows); more merge in passes
 
 
 def batches(paths: list[Path], batch_bytes: int = BATCH_BYTES) -> Iterator[tuple[list[bytes], int]]:
@@ -81,6 +82,7 @@ def count_to_file(
     spill_bytes: int = SPILL_BYTES,
     batch_bytes: int = BATCH_BYTES,
     header: dict | None = None,
+    fan_in: int = FAN_IN,
 ) -> dict:
     """The word-count table of the lines of `paths` straight to the table file `output` (whole or not
     at all); returns its header. Memory stays bounded by the spill budget whatever the distinct
@@ -98,6 +100,16 @@ def count_to_file(
             runs.append(runs_dir / f"run{len(runs)}.words")
             word_table.write_run(table_merge.merge(held), runs[-1])
             held.clear()
+        made = len(runs)
+        while len(runs) > fan_in:  # too many to open at once: merge them in groups into longer runs first
+            group, runs = runs[:fan_in], runs[fan_in:]
+            longer = word_table.StreamedTable(runs_dir, "longer")
+            merge_runs([word_table.RunReader(run) for run in group], longer, spill_bytes)
+            runs.append(runs_dir / f"run{made}.words")
+            made += 1
+            longer.finish_run(runs[-1])
+            for run in group:
+                run.unlink()
         streamed = word_table.StreamedTable(runs_dir)
         merge_runs([word_table.RunReader(run) for run in runs], streamed, spill_bytes)
         return streamed.finish(output, full)

@@ -129,8 +129,8 @@ class StreamedTable:
     """A table file written a piece at a time, in word order (each piece's words after the last's):
     the pieces wait in three files in `scratch`, so memory holds one piece, never the table."""
 
-    def __init__(self, scratch: Path):
-        self.parts = [scratch / f"streamed.{name}" for name in ("counts", "lengths", "words")]
+    def __init__(self, scratch: Path, name: str = "streamed"):
+        self.parts = [scratch / f"{name}.{section}" for section in ("counts", "lengths", "words")]
         self.handles = [open(part, "wb") for part in self.parts]
         self.words = self.occurrences = self.utf8_bytes = 0
 
@@ -145,17 +145,35 @@ class StreamedTable:
         """Write the table file (as `write` would have written the whole table); return its header."""
         for handle in self.handles:
             handle.close()
-
-        def chunks(part: Path):
-            with open(part, "rb") as f:
-                while chunk := f.read(FEED):
-                    yield chunk
-
         full = {**header, **_totals(self.words, self.occurrences, self.utf8_bytes)}
-        _assemble(path, full, (chunk for part in self.parts for chunk in chunks(part)))
+        _assemble(path, full, (chunk for part in self.parts for chunk in _chunks(part)))
         for part in self.parts:
             part.unlink()
         return full
+
+    def finish_run(self, path: Path) -> None:
+        """Write what was added as a sorted run (`write_run`'s format), a piece at a time."""
+        for handle in self.handles:
+            handle.close()
+        sizes = []
+        with files.replacing(path) as (tmp,), open(tmp, "wb") as out:
+            out.write(RUN_MAGIC + bytes(32))  # the sizes, once known
+            for part in self.parts:
+                start = out.tell()
+                with zstandard.ZstdCompressor(level=1).stream_writer(out, closefd=False) as stream:
+                    for chunk in _chunks(part):
+                        stream.write(chunk)
+                sizes.append(out.tell() - start)
+            out.seek(len(RUN_MAGIC))
+            out.write(struct.pack("<4Q", self.words, *sizes))
+        for part in self.parts:
+            part.unlink()
+
+
+def _chunks(path: Path):
+    with open(path, "rb") as f:
+        while chunk := f.read(FEED):
+            yield chunk
 
 
 RUN_MAGIC = b"pile-gpt words run v1\n"
