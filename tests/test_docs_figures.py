@@ -1,7 +1,7 @@
 """The figures README and docs/ state about the sample are the recorded ones: bits per byte from
 metrics/eval.json (what `make run` makes, byte for byte in CI), times and earlier runs from
-bench/results/sample.json (`python bench/make_run.py` measures `make run`). Retrain or re-measure,
-and this test names every sentence to update."""
+bench/results/sample.json (`python bench/make_run.py` measures `make run` and rewrites its entry).
+Retrain or re-measure, and this test names every sentence to update."""
 
 import json
 import re
@@ -35,6 +35,16 @@ def test_the_samples_bits_per_byte_in_the_docs_are_the_committed_metrics(doc):
     assert stated == [f"{METRICS['val']['bpb']:.4f}", f"{METRICS['test']['bpb']:.4f}"], doc
     earlier = EARLIER["gpt2 + adamw, 300 steps"]
     assert row(doc, "GPT-2 + AdamW, 300 steps") == [f"{earlier['val_bpb']:.4f}", f"{earlier['test_bpb']:.4f}"], doc
+
+
+def test_the_time_of_make_run_and_of_its_stages_are_the_recorded_ones():
+    run = SAMPLE["make_run"]
+    minutes = one("README.md", r"embedded sample \(~(\d+) min on 2 cores\)")
+    assert int(minutes.group(1)) == round(run["minutes"])
+    times = one("docs/training.md", r"training (\d+) s,\s+evaluation (\d+) s")
+    assert [int(x) for x in times.groups()] == [round(run["stages"]["train"]), round(run["stages"]["evaluate"])]
+    gpt2 = one("docs/training.md", r"lr 0\.002; training (\d+) s\)")
+    assert int(gpt2.group(1)) == EARLIER["gpt2 + adamw, 300 steps"]["training_s"]
 
 
 def test_the_harness_comparison_names_the_recorded_figures():
