@@ -130,7 +130,7 @@ MUTANTS = [
         "exact tokenizer: a line of exactly max_sentence_length bytes is kept, as spm_train keeps it",
         "pipeline/tokenizer/word_cutting.py",
         (("        if len(line) > self.max_bytes:", "        if len(line) >= self.max_bytes:"),),
-        ("tests/test_exact_bpe.py::test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does",),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
     ),
     Mutant(
         "exact tokenizer: max_sentence_length counts bytes, not characters, as spm_train's does",
@@ -141,25 +141,25 @@ MUTANTS = [
                 '        if len(line.decode("utf-8", "replace")) > self.max_bytes:',
             ),
         ),
-        ("tests/test_exact_bpe.py::test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does",),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
     ),
     Mutant(
         "exact tokenizer: a line holding U+2585 is dropped wherever it holds it (at its end too)",
         "pipeline/tokenizer/word_cutting.py",
         (("        if RESERVED in line:", "        if line.startswith(RESERVED):"),),
-        ("tests/test_exact_bpe.py::test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does",),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
     ),
     Mutant(
         "exact tokenizer: a line holding U+2585 is dropped wherever it holds it (at its start too)",
         "pipeline/tokenizer/word_cutting.py",
         (("        if RESERVED in line:", "        if line.endswith(RESERVED):"),),
-        ("tests/test_exact_bpe.py::test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does",),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
     ),
     Mutant(
         "corpus: a line cut where it has no whitespace fits max_sentence_length (spm_train would drop it)",
         "pipeline/tokenizer/corpus.py",
         (("            cut = max_bytes\n", "            cut = max_bytes + 1\n"),),
-        ("tests/test_exact_bpe.py::test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does",),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
     ),
     Mutant(
         "words stage: spilled runs are merged into the table file a piece at a time, never held whole",

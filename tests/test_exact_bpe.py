@@ -59,15 +59,48 @@ TRICKY_LINES = [  # what spm_train's loading and normalization treat specially, 
 ]
 
 
+def sized(unit: str, size: int, last: str = "") -> bytes:
+    """`unit` repeated, cut to exactly `size` UTF-8 bytes with `last` as its final character(s)."""
+    end = last.encode()
+    body = (unit * (size // len(unit.encode()) + 1)).encode()[: size - len(end)]
+    return body.decode("utf-8", "ignore").encode().ljust(size - len(end), b"q") + end
+
+
+LIMIT = 4192  # max_sentence_length: SentencePiece's default, and the corpus stage's cut
+EDGE_LINES = {  # each made of its own word, so whether spm_train kept the line shows in the pieces
+    "at the limit": (sized("kqa ", LIMIT), True),
+    "one byte over": (sized("kqb ", LIMIT + 1), False),
+    "two-byte characters, the last ending at the limit": (sized("жщ ", LIMIT, "ж"), True),
+    "a two-byte character straddling the limit": (sized("kqc ", LIMIT + 1, "ж"), False),
+    "a three-byte character ending at the limit": (sized("kqd ", LIMIT, "€"), True),
+    "a three-byte character straddling the limit": (sized("kqe ", LIMIT + 1, "€"), False),
+    "a four-byte character straddling the limit": (sized("kqf ", LIMIT + 2, "😀"), False),
+    "fewer characters than the limit, more bytes": (sized("kqlж ", LIMIT + 108), False),
+    "U+2585 at the start": ("\u2585 kqg kqg kqg".encode(), False),
+    "U+2585 at the end": ("kqh kqh kqh \u2585".encode(), False),
+}
+BLANK_LINES = [b"", b" ", b"  \t  ", b"\t", "\u3000".encode()]  # the last: an ideographic space
+
+
+def corpus_cut_lines() -> list[bytes]:
+    """Lines as the corpus stage cuts them to LIMIT: at whitespace, and inside a run with none (at a
+    character boundary, so some pieces fall a byte or two short of the limit)."""
+    words = sized("kqi kqj ωkq ", 3 * LIMIT + 77)
+    run = sized("漢字kqk", 2 * LIMIT + 5)
+    return split_line(words, LIMIT) + split_line(run, LIMIT)
+
+
 def lines_of(*names: str) -> list[bytes]:
     return [line.encode() for name in names for text in sample_documents(name) for line in text.split("\n") if line]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """The sample's val and test text (49k lines, 1.8 MB), with the tricky lines among it."""
+    """The sample's val and test text (49k lines, 1.8 MB), with the tricky lines and every line filter's
+    edges among it."""
     path = tmp_path_factory.mktemp("exact") / "corpus.txt"
-    path.write_bytes(b"\n".join(lines_of("val", "test") + TRICKY_LINES * 5) + b"\n")
+    edges = [line for line, _ in EDGE_LINES.values()] + BLANK_LINES + corpus_cut_lines()
+    path.write_bytes(b"\n".join(lines_of("val", "test") + TRICKY_LINES * 5 + edges * 3) + b"\n")
     return path
 
 
@@ -138,7 +171,10 @@ CASES = {
 
 def test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text(corpus, tmp_path):
     """The lossless and the original flags on 49k lines of sample text, tricky lines included; the
-    text as two shards' tables, merged by the trainer."""
+    text as two shards' tables, merged by the trainer. Every line filter at its edge: lines at and
+    one byte past max_sentence_length (multi-byte characters straddling it), empty and
+    whitespace-only lines, U+2585 at either end, lines the corpus stage cut: each kept or dropped as
+    spm_train keeps or drops it."""
     half = corpus.read_bytes().split(b"\n")
     parts = [tmp_path / "a.txt", tmp_path / "b.txt"]
     parts[0].write_bytes(b"\n".join(half[: len(half) // 2]) + b"\n")
@@ -146,6 +182,14 @@ def test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text(corpus, t
     for name in ("lossless", "original"):
         flags = CASES[name]
         assert_same(exact_model(parts, flags, tmp_path / f"exact-{name}"), spm_model(parts, flags, tmp_path / name))
+        held = "".join(word for i in (0, 1) for word in word_table.read(tmp_path / f"exact-{name}.{i}.words").words())
+        for what, (line, kept) in EDGE_LINES.items():
+            marker = next(word for word in line.decode().split() if word.isalpha())
+            assert (marker in held) == kept, f"{name}: {what}"
+        assert all(marker in held for marker in ("kqi", "kqj", "ωkq", "漢字kqk")), name  # every cut piece loaded
+    cut = corpus_cut_lines()
+    assert max(map(len, cut)) == LIMIT and min(len(line) for line in cut[:-1]) < LIMIT - 1
+    assert len(cut) == 4 + 3 and all(line.decode() for line in cut)
 
 
 @pytest.mark.parametrize("case", [name for name in CASES if name not in ("lossless", "original")])
@@ -170,62 +214,6 @@ def test_rule_files_and_the_tsv_input_format_as_spm_train_reads_them(tmp_path):
     counted.write_text("hello world\t5\nthe lazy dog\t3\naaaa\t7\nhello\t2\nσύνολο λέξεων\t11\n")
     flags = {**ORIGINAL_FLAGS, "vocab_size": 40, "input_format": "tsv", "hard_vocab_limit": False}
     assert_same(exact_model([counted], flags, tmp_path / "exact-tsv"), spm_model([counted], flags, tmp_path / "tsv"))
-
-
-def sized(unit: str, size: int, last: str = "") -> bytes:
-    """`unit` repeated, cut to exactly `size` UTF-8 bytes with `last` as its final character(s)."""
-    end = last.encode()
-    body = (unit * (size // len(unit.encode()) + 1)).encode()[: size - len(end)]
-    return body.decode("utf-8", "ignore").encode().ljust(size - len(end), b"q") + end
-
-
-LIMIT = 4192  # max_sentence_length: SentencePiece's default, and the corpus stage's cut
-EDGE_LINES = {  # each made of its own word, so whether spm_train kept the line shows in the pieces
-    "at the limit": (sized("kqa ", LIMIT), True),
-    "one byte over": (sized("kqb ", LIMIT + 1), False),
-    "two-byte characters, the last ending at the limit": (sized("жщ ", LIMIT, "ж"), True),
-    "a two-byte character straddling the limit": (sized("kqc ", LIMIT + 1, "ж"), False),
-    "a three-byte character ending at the limit": (sized("kqd ", LIMIT, "€"), True),
-    "a three-byte character straddling the limit": (sized("kqe ", LIMIT + 1, "€"), False),
-    "a four-byte character straddling the limit": (sized("kqf ", LIMIT + 2, "😀"), False),
-    "fewer characters than the limit, more bytes": (sized("kqlж ", LIMIT + 108), False),
-    "U+2585 at the start": ("\u2585 kqg kqg kqg".encode(), False),
-    "U+2585 at the end": ("kqh kqh kqh \u2585".encode(), False),
-}
-BLANK_LINES = [b"", b" ", b"  \t  ", b"\t", "\u3000".encode()]  # the last: an ideographic space
-
-
-def corpus_cut_lines() -> list[bytes]:
-    """Lines as the corpus stage cuts them to LIMIT: at whitespace, and inside a run with none (at a
-    character boundary, so some pieces fall a byte or two short of the limit)."""
-    words = sized("kqi kqj ωkq ", 3 * LIMIT + 77)
-    run = sized("漢字kqk", 2 * LIMIT + 5)
-    return split_line(words, LIMIT) + split_line(run, LIMIT)
-
-
-def test_line_filters_at_their_edges_keep_and_drop_what_spm_train_does(tmp_path):
-    """Lines at and one byte past max_sentence_length (multi-byte characters straddling it), empty
-    and whitespace-only lines, U+2585 at either end, and lines the corpus stage cut: the same model
-    as spm_train under the lossless and the original flags, and each kept or dropped as it says."""
-    cut = corpus_cut_lines()
-    assert max(map(len, cut)) == LIMIT and min(len(line) for line in cut[:-1]) < LIMIT - 1
-    assert len(cut) == 4 + 3 and all(line.decode() for line in cut)
-    edges = [line for line, _ in EDGE_LINES.values()]
-    lines = lines_of("test")[:2000] + (edges + BLANK_LINES + cut) * 3
-    text = tmp_path / "edges.txt"
-    text.write_bytes(b"\n".join(lines) + b"\n")
-    for name in ("lossless", "original"):
-        flags = {**CASES[name], "vocab_size": 1200}
-        assert_same(exact_model([text], flags, tmp_path / f"exact-{name}"), spm_model([text], flags, tmp_path / name))
-    table = word_table.read(tmp_path / "exact-original.0.words")  # the table the exact trainer trained on
-    held = "".join(table.words())
-    for what, (line, kept) in EDGE_LINES.items():
-        marker = next(word for word in line.decode().split() if word.isalpha() and word != "\u2585")
-        assert (marker in held) == kept, what
-    assert all(marker in held for marker in ("kqi", "kqj", "ωkq", "漢字kqk"))  # every cut piece loaded
-    dropped = sum(not kept for _, kept in EDGE_LINES.values()) * 3
-    skipped = table.header["lines_skipped"]
-    assert skipped["too long"] + skipped["reserved"] == dropped and skipped["empty"] == 3
 
 
 def stress_lines(seed: int) -> str:
