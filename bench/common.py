@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -78,3 +79,23 @@ def child_peak(command: list[str], env: dict | None = None) -> tuple[str, float,
 def save(name: str, results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
+
+
+def fresh_copy(destination: Path) -> Path:
+    """This repository's files (git's list, uncommitted changes included; not dvc.lock or metrics/) as a new
+    git repository, like a clean clone: what `make run` starts from."""
+    shutil.rmtree(destination, ignore_errors=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "dvc.lock")):
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, destination / name)
+    identity = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    for command in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "copy"]):
+        subprocess.run(["git", *command], cwd=destination, check=True)
+    return destination

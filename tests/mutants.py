@@ -35,6 +35,12 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "figures in the docs cannot drift: README's bits per byte are the committed metrics",
+        "README.md",
+        (("| modern + Muon, 300 steps (params.yaml) | ", "| modern + Muon, 300 steps (params.yaml) | 9"),),
+        ("tests/test_docs_figures.py::test_the_samples_bits_per_byte_in_the_docs_are_the_committed_metrics",),
+    ),
+    Mutant(
         "exact resume: a resumed run trains only the steps left",
         "pipeline/training/train.py",
         (("ckpt_path=resume_from, weights_only=True", "ckpt_path=None, weights_only=True"),),
@@ -121,6 +127,57 @@ MUTANTS = [
         ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
     ),
     Mutant(
+        "exact tokenizer: a line of exactly max_sentence_length bytes is kept, as spm_train keeps it",
+        "pipeline/tokenizer/word_cutting.py",
+        (("        if len(line) > self.max_bytes:", "        if len(line) >= self.max_bytes:"),),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "exact tokenizer: max_sentence_length counts bytes, not characters, as spm_train's does",
+        "pipeline/tokenizer/word_cutting.py",
+        (
+            (
+                "        if len(line) > self.max_bytes:",
+                '        if len(line.decode("utf-8", "replace")) > self.max_bytes:',
+            ),
+        ),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "exact tokenizer: a line holding U+2585 is dropped wherever it holds it (at its end too)",
+        "pipeline/tokenizer/word_cutting.py",
+        (("        if RESERVED in line:", "        if line.startswith(RESERVED):"),),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "exact tokenizer: a line holding U+2585 is dropped wherever it holds it (at its start too)",
+        "pipeline/tokenizer/word_cutting.py",
+        (("        if RESERVED in line:", "        if line.endswith(RESERVED):"),),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "corpus: a line cut where it has no whitespace fits max_sentence_length (spm_train would drop it)",
+        "pipeline/tokenizer/corpus.py",
+        (("            cut = max_bytes\n", "            cut = max_bytes + 1\n"),),
+        ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "words stage: spilled runs are merged into the table file a piece at a time, never held whole",
+        "pipeline/tokenizer/word_counts.py",
+        (
+            (
+                "        streamed = word_table.StreamedTable(runs_dir)\n"
+                "        merge_runs([word_table.RunReader(run) for run in runs], streamed, spill_bytes)\n"
+                "        return streamed.finish(output, full)\n",
+                "        table = table_merge.merge([word_table.RunReader(run).read(1 << 62) for run in runs])\n"
+                "        table.header = full\n"
+                "        word_table.write(table, output)\n"
+                "        return word_table.read_header(output)\n",
+            ),
+        ),
+        ("tests/test_exact_bpe.py::test_tables_merge_and_spill_to_the_table_of_the_whole_text",),
+    ),
+    Mutant(
         "word tables: merging sums the counts of a word both tables hold",
         "pipeline/tokenizer/table_merge.py",
         (("total = len_a[i], count_a[i] + (count_b[j] if order == 0 else 0)", "total = len_a[i], count_a[i]"),),
@@ -137,6 +194,12 @@ MUTANTS = [
         "pipeline/tokenizer/spm_train_command.py",
         (('"split_by_number", "split_digits",', '"split_by_number",'),),
         ("tests/test_exact_bpe.py::test_spm_train_command_takes_spm_trains_flags_and_writes_its_files",),
+    ),
+    Mutant(
+        "DVC's cache links every output, a directory's files too: the raw shards are on disk once",
+        ".dvc/config",
+        (('type = "hardlink,symlink"', 'type = "reflink,hardlink,symlink"'),),
+        ("tests/test_dvc_pipeline.py::test_every_output_is_a_link_to_dvcs_cache_not_a_second_copy",),
     ),
     Mutant(
         "deterministic outputs: no wall-clock figure in a file dvc.lock hashes",

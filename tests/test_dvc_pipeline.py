@@ -28,6 +28,21 @@ def test_repro_on_the_sample_builds_arrays_that_decode_to_the_documents(built):
     assert set(lock["stages"]) >= {"tokenizer", "pretokenize@val", "corpus@00"}
 
 
+def test_every_output_is_a_link_to_dvcs_cache_not_a_second_copy(built):
+    """With `cache.type: reflink,hardlink,symlink`, DVC 3.67's repro copied a directory output (the
+    downloaded shards, data/raw/KEY) into its cache: the raw Pile twice on disk (bench/README.md §12)."""
+    cached = {path.stat().st_ino for path in (built / ".dvc/cache/files").rglob("*") if path.is_file()}
+    outputs = [
+        *(built / "data/raw").rglob("*.jsonl.zst"),
+        *(built / "data/corpus").glob("*.txt"),
+        *(built / "data/words").glob("*.words"),
+        *(built / "data/tokens").glob("*.bin"),
+    ]
+    assert len(outputs) == len(SHARDS) + 2 + 2 + len(SHARDS)
+    copies = [str(path.relative_to(built)) for path in outputs if path.stat().st_ino not in cached]
+    assert copies == [], f"copied into DVC's cache, not linked: {copies}"
+
+
 def test_second_repro_runs_nothing(built):
     result = run(built, "dvc", "repro")
     assert stages_run(result) == set()

@@ -28,6 +28,7 @@ from pipeline.tokenizer import (
     word_counts,
     word_table,
 )
+from pipeline.tokenizer.corpus import split_line
 from tests.helpers import LOSSLESS_FLAGS, REPO, child_env, sample_documents
 
 ORIGINAL_FLAGS = {  # the original command's (presets/pile-original.yaml), SentencePiece's defaults otherwise
@@ -58,15 +59,48 @@ TRICKY_LINES = [  # what spm_train's loading and normalization treat specially, 
 ]
 
 
+def sized(unit: str, size: int, last: str = "") -> bytes:
+    """`unit` repeated, cut to exactly `size` UTF-8 bytes with `last` as its final character(s)."""
+    end = last.encode()
+    body = (unit * (size // len(unit.encode()) + 1)).encode()[: size - len(end)]
+    return body.decode("utf-8", "ignore").encode().ljust(size - len(end), b"q") + end
+
+
+LIMIT = 4192  # max_sentence_length: SentencePiece's default, and the corpus stage's cut
+EDGE_LINES = {  # each made of its own word, so whether spm_train kept the line shows in the pieces
+    "at the limit": (sized("kqa ", LIMIT), True),
+    "one byte over": (sized("kqb ", LIMIT + 1), False),
+    "two-byte characters, the last ending at the limit": (sized("жщ ", LIMIT, "ж"), True),
+    "a two-byte character straddling the limit": (sized("kqc ", LIMIT + 1, "ж"), False),
+    "a three-byte character ending at the limit": (sized("kqd ", LIMIT, "€"), True),
+    "a three-byte character straddling the limit": (sized("kqe ", LIMIT + 1, "€"), False),
+    "a four-byte character straddling the limit": (sized("kqf ", LIMIT + 2, "😀"), False),
+    "fewer characters than the limit, more bytes": (sized("kqlж ", LIMIT + 108), False),
+    "U+2585 at the start": ("\u2585 kqg kqg kqg".encode(), False),
+    "U+2585 at the end": ("kqh kqh kqh \u2585".encode(), False),
+}
+BLANK_LINES = [b"", b" ", b"  \t  ", b"\t", "\u3000".encode()]  # the last: an ideographic space
+
+
+def corpus_cut_lines() -> list[bytes]:
+    """Lines as the corpus stage cuts them to LIMIT: at whitespace, and inside a run with none (at a
+    character boundary, so some pieces fall a byte or two short of the limit)."""
+    words = sized("kqi kqj ωkq ", 3 * LIMIT + 77)
+    run = sized("漢字kqk", 2 * LIMIT + 5)
+    return split_line(words, LIMIT) + split_line(run, LIMIT)
+
+
 def lines_of(*names: str) -> list[bytes]:
     return [line.encode() for name in names for text in sample_documents(name) for line in text.split("\n") if line]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """The sample's val and test text (49k lines, 1.8 MB), with the tricky lines among it."""
+    """The sample's val and test text (49k lines, 1.8 MB), with the tricky lines and every line filter's
+    edges among it."""
     path = tmp_path_factory.mktemp("exact") / "corpus.txt"
-    path.write_bytes(b"\n".join(lines_of("val", "test") + TRICKY_LINES * 5) + b"\n")
+    edges = [line for line, _ in EDGE_LINES.values()] + BLANK_LINES + corpus_cut_lines()
+    path.write_bytes(b"\n".join(lines_of("val", "test") + TRICKY_LINES * 5 + edges * 3) + b"\n")
     return path
 
 
@@ -137,7 +171,10 @@ CASES = {
 
 def test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text(corpus, tmp_path):
     """The lossless and the original flags on 49k lines of sample text, tricky lines included; the
-    text as two shards' tables, merged by the trainer."""
+    text as two shards' tables, merged by the trainer. Every line filter at its edge: lines at and
+    one byte past max_sentence_length (multi-byte characters straddling it), empty and
+    whitespace-only lines, U+2585 at either end, lines the corpus stage cut: each kept or dropped as
+    spm_train keeps or drops it."""
     half = corpus.read_bytes().split(b"\n")
     parts = [tmp_path / "a.txt", tmp_path / "b.txt"]
     parts[0].write_bytes(b"\n".join(half[: len(half) // 2]) + b"\n")
@@ -145,6 +182,14 @@ def test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text(corpus, t
     for name in ("lossless", "original"):
         flags = CASES[name]
         assert_same(exact_model(parts, flags, tmp_path / f"exact-{name}"), spm_model(parts, flags, tmp_path / name))
+        held = "".join(word for i in (0, 1) for word in word_table.read(tmp_path / f"exact-{name}.{i}.words").words())
+        for what, (line, kept) in EDGE_LINES.items():
+            marker = next(word for word in line.decode().split() if word.isalpha())
+            assert (marker in held) == kept, f"{name}: {what}"
+        assert all(marker in held for marker in ("kqi", "kqj", "ωkq", "漢字kqk")), name  # every cut piece loaded
+    cut = corpus_cut_lines()
+    assert max(map(len, cut)) == LIMIT and min(len(line) for line in cut[:-1]) < LIMIT - 1
+    assert len(cut) == 4 + 3 and all(line.decode() for line in cut)
 
 
 @pytest.mark.parametrize("case", [name for name in CASES if name not in ("lossless", "original")])
@@ -220,27 +265,41 @@ def test_every_growth_path_of_the_kernel_gives_the_same_merges(small):
     assert runs[0] == runs[1] and len(runs[0]) == 600
 
 
-def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path):
+def test_tables_merge_and_spill_to_the_table_of_the_whole_text(small, tmp_path, monkeypatch):
+    """Counted whole, as two parts merged, or spilled to sorted runs as the words stage counts (runs
+    merged a piece at a time into the file, in passes when there are many): the same table. The
+    last never holds the whole table (it merged all the runs in memory: at 1e8 Pile lines a part's
+    whole table, GBs, at once)."""
     lines = small.read_bytes().split(b"\n")
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_bytes(b"\n".join(lines[:4000]) + b"\n")
     b.write_bytes(b"\n".join(lines[4000:]))
     whole = word_counts.count([a, b], LOSSLESS_FLAGS, tmp_path / "r0.tmp", workers=2)
-    spilled = word_counts.count(
-        [a, b], LOSSLESS_FLAGS, tmp_path / "r1.tmp", 2, spill_bytes=1 << 14, batch_bytes=1 << 14
-    )
     merged = table_merge.merge([word_counts.count([path], LOSSLESS_FLAGS, tmp_path / "r2.tmp", 2) for path in (a, b)])
-    assert spilled.header["spilled_runs"] > 5 and whole.header["spilled_runs"] == 0
-    for table in (spilled, merged):
-        assert table.words() == whole.words()
-        assert np.array_equal(table.counts, whole.counts)
+    assert merged.words() == whole.words() and np.array_equal(merged.counts, whole.counts)
     assert whole.words() == sorted(whole.words(), key=lambda word: word.encode())  # UTF-8 byte order
-    assert not list(tmp_path.glob("r*.tmp"))  # the spill folders go with the count
     path = tmp_path / "t.words"
     word_table.write(whole, path)
     again = word_table.read(path)
     assert again.words() == whole.words() and np.array_equal(again.counts, whole.counts)
-    assert again.header["lines_loaded"] == whole.header["lines_loaded"] > 0
+    assert again.header["lines_loaded"] == whole.header["lines_loaded"] > 0 and whole.header["spilled_runs"] == 0
+
+    largest, merge = [], table_merge.merge
+    monkeypatch.setattr(
+        table_merge, "merge", lambda tables, header=None: largest.append(merge(tables, header)) or largest[-1]
+    )
+    streamed = tmp_path / "streamed.words"
+    header = word_counts.count_to_file(
+        [a, b], LOSSLESS_FLAGS, streamed, tmp_path / "r1.tmp", 2, 1 << 15, 1 << 14, {"source": "s"}, fan_in=3
+    )
+    held = max(table.nbytes for table in largest)
+    assert header["spilled_runs"] > 5 and held < whole.nbytes / 4, f"held {held:,} of a {whole.nbytes:,}-byte table"
+    assert not list(tmp_path.glob("r*.tmp"))  # the spill folders go with the count
+    spilled = word_table.read(streamed)
+    assert spilled.words() == whole.words() and np.array_equal(spilled.counts, whole.counts)
+    whole.header = {**whole.header, "source": "s", "spilled_runs": header["spilled_runs"]}
+    word_table.write(whole, path)
+    assert streamed.read_bytes() == path.read_bytes()  # the same file as the whole table written at once
 
 
 def test_a_table_counted_under_other_params_is_refused_by_name(small, tmp_path):

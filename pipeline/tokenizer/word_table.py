@@ -85,22 +85,154 @@ def table_of(counts: dict[str, int], header: dict | None = None) -> Table:
     )
 
 
+FEED = 1 << 22  # bytes handed to the compressor at once: the same file whatever the source's pieces
+
+
 def write(table: Table, path: Path) -> None:
     """The table file, whole or not at all."""
-    header = {
-        **table.header,
-        "format": FORMAT,
-        "words": len(table),
-        "occurrences": int(table.counts.sum()),
-        "utf8_bytes": len(table.blob),
-    }
+    arrays = (table.counts.astype("<i8"), table.lengths.astype("<u4"), table.blob)
+    _assemble(path, {**table.header, **_totals(len(table), int(table.counts.sum()), len(table.blob))},
+              (memoryview(array).cast("B") for array in arrays))  # fmt: skip
+
+
+def _totals(words: int, occurrences: int, utf8_bytes: int) -> dict:
+    return {"format": FORMAT, "words": words, "occurrences": occurrences, "utf8_bytes": utf8_bytes}
+
+
+def _assemble(path: Path, header: dict, sections) -> None:
+    """MAGIC, the header, then one zstd frame of the sections' bytes (counts, lengths, words), fed in
+    FEED-byte pieces so that the file is the same whether the sections come whole or in parts."""
     header_bytes = json.dumps(header, sort_keys=True, ensure_ascii=False).encode()
     compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
     with files.replacing(path) as (tmp,), open(tmp, "wb") as out:
         out.write(MAGIC + struct.pack("<Q", len(header_bytes)) + header_bytes)
         with compressor.stream_writer(out, closefd=False) as stream:
-            for array in (table.counts.astype("<i8"), table.lengths.astype("<u4"), table.blob):
-                stream.write(array.tobytes())
+            pending = bytearray()
+            for section in sections:
+                view = memoryview(section)
+                if pending:
+                    taken = FEED - len(pending)
+                    pending += view[:taken]
+                    view = view[taken:]
+                    if len(pending) < FEED:
+                        continue
+                    stream.write(pending)
+                    pending = bytearray()
+                while len(view) >= FEED:
+                    stream.write(view[:FEED])
+                    view = view[FEED:]
+                pending += view
+            stream.write(pending)
+
+
+class StreamedTable:
+    """A table file written a piece at a time, in word order (each piece's words after the last's):
+    the pieces wait in three files in `scratch`, so memory holds one piece, never the table."""
+
+    def __init__(self, scratch: Path, name: str = "streamed"):
+        self.parts = [scratch / f"{name}.{section}" for section in ("counts", "lengths", "words")]
+        self.handles = [open(part, "wb") for part in self.parts]
+        self.words = self.occurrences = self.utf8_bytes = 0
+
+    def add(self, table: Table) -> None:
+        for handle, array in zip(self.handles, (table.counts.astype("<i8"), table.lengths.astype("<u4"), table.blob)):
+            handle.write(memoryview(array).cast("B"))
+        self.words += len(table)
+        self.occurrences += int(table.counts.sum())
+        self.utf8_bytes += len(table.blob)
+
+    def finish(self, path: Path, header: dict) -> dict:
+        """Write the table file (as `write` would have written the whole table); return its header."""
+        for handle in self.handles:
+            handle.close()
+        full = {**header, **_totals(self.words, self.occurrences, self.utf8_bytes)}
+        _assemble(path, full, (chunk for part in self.parts for chunk in _chunks(part)))
+        for part in self.parts:
+            part.unlink()
+        return full
+
+    def finish_run(self, path: Path) -> None:
+        """Write what was added as a sorted run (`write_run`'s format), a piece at a time."""
+        for handle in self.handles:
+            handle.close()
+        sizes = []
+        with files.replacing(path) as (tmp,), open(tmp, "wb") as out:
+            out.write(RUN_MAGIC + bytes(32))  # the sizes, once known
+            for part in self.parts:
+                start = out.tell()
+                with zstandard.ZstdCompressor(level=1).stream_writer(out, closefd=False) as stream:
+                    for chunk in _chunks(part):
+                        stream.write(chunk)
+                sizes.append(out.tell() - start)
+            out.seek(len(RUN_MAGIC))
+            out.write(struct.pack("<4Q", self.words, *sizes))
+        for part in self.parts:
+            part.unlink()
+
+
+def _chunks(path: Path):
+    with open(path, "rb") as f:
+        while chunk := f.read(FEED):
+            yield chunk
+
+
+RUN_MAGIC = b"pile-gpt words run v1\n"
+
+
+def write_run(table: Table, path: Path) -> None:
+    """A sorted run of a count too large to hold: its counts, lengths and words as three zstd frames,
+    so that `RunReader` reads all three side by side, a piece at a time."""
+    frames = [
+        zstandard.ZstdCompressor(level=1).compress(memoryview(array).cast("B"))
+        for array in (table.counts.astype("<i8"), table.lengths.astype("<u4"), table.blob)
+    ]
+    with files.replacing(path) as (tmp,), open(tmp, "wb") as out:
+        out.write(RUN_MAGIC + struct.pack("<4Q", len(table), *map(len, frames)))
+        for frame in frames:
+            out.write(frame)
+
+
+class RunReader:
+    """The words of a run, in order, a piece of at most `n` words at a time."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            head = f.read(len(RUN_MAGIC) + 32)
+        if not head.startswith(RUN_MAGIC):
+            raise PipelineError(f"{path}: not a sorted run of a word count")
+        self.left, *sizes = struct.unpack_from("<4Q", head, len(RUN_MAGIC))
+        offset, self.streams = len(head), []
+        for size in sizes:
+            f = open(path, "rb")
+            f.seek(offset)
+            self.streams.append(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))
+            offset += size
+
+    @property
+    def done(self) -> bool:
+        return self.left == 0
+
+    def read(self, n: int) -> Table:
+        n = min(n, self.left)
+        self.left -= n
+        counts = np.frombuffer(_exactly(self.streams[0], 8 * n), "<i8")
+        lengths = np.frombuffer(_exactly(self.streams[1], 4 * n), "<u4")
+        blob = np.frombuffer(_exactly(self.streams[2], int(lengths.sum())), np.uint8)
+        if self.done:
+            for stream in self.streams:
+                stream.close()
+        return Table(counts, lengths, blob)
+
+
+def _exactly(stream, size: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        part = stream.read(size - got)
+        if not part:
+            raise PipelineError("a sorted run of a word count ends early (its disk filled, or it was changed)")
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def read_header(path: Path) -> dict:
