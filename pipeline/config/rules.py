@@ -194,11 +194,16 @@ def _check_tokenizer(p: Params, fail) -> None:
     vocab_size = flags.get("vocab_size")
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
         raise fail("tokenizer.vocab_size", f"expected an integer of at least 2, got {vocab_size!r}")
-    limit = {"uint16": 1 << 16, "uint32": 1 << 32}[p.pretokenize.dtype]
+    limit = {"uint16": 1 << 16, "uint32": 1 << 31}[p.pretokenize.dtype]
     if vocab_size > limit:
         raise fail(
             "tokenizer.vocab_size",
-            f"{vocab_size} pieces do not fit {p.pretokenize.dtype} (at most {limit}); set pretokenize.dtype: uint32",
+            f"{vocab_size} pieces do not fit {p.pretokenize.dtype} (at most {limit}"
+            + (
+                "); set pretokenize.dtype: uint32"
+                if p.pretokenize.dtype == "uint16"
+                else ": Megatron's index reads uint32 arrays as int32, which holds ids below 2**31)"
+            ),
         )
     sentence_size = flags.get("input_sentence_size", 0)
     if sentence_size and sentence_size < p.corpus.max_lines:
