@@ -25,7 +25,7 @@ from pipeline.core import files, progress
 from pipeline.core.errors import PipelineError
 from pipeline.core.machine import usable_cores
 from pipeline.core.workers import OrderedPool
-from pipeline.encode import token_files
+from pipeline.encode import megatron_import, token_files
 from pipeline.encode.encoder import WordCacheEncoder
 from pipeline.encode.token_files import TokenWriter
 from pipeline.ingest.documents import Reader, describe, open_reader, parse
@@ -232,7 +232,11 @@ class _Seen:
 
 
 def run_stage(p: Params, key: str) -> None:
-    """The pretokenize@KEY stage: token array, index, documents and metadata, then a summary."""
+    """The pretokenize@KEY stage: token array, index, documents and metadata, then a summary. A key whose
+    shard is an existing Megatron pair is imported as it is (pipeline.encode.megatron_import)."""
+    if formats.is_megatron(layout.shard(p.data, key)):
+        megatron_import.run_stage(p, key)
+        return
     raw, output = formats.raw_files(p.data, key), layout.tokens_path(key)
     fields = Fields(p.data.text_field, p.data.group_field)
     meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize, p.data.on_bad_record, fields)
