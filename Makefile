@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
-	$(VENV)/bin/pip install --quiet --constraint requirements.lock -e '.[dev,harness]'
+	$(VENV)/bin/pip install --quiet --constraint requirements.lock -e '.[dev,harness,interop]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,10 +16,14 @@ copy of the sample).
 3. memory: the stage's peak RSS (its whole process tree) on the shard and on its first quarter;
 4. the machine's own ceiling for scaling: as many processes as cores, each encoding the quarter
    shard in memory with the compiled BPE at the same time, against one alone (nothing shared, no
-   reading, no pipes: what no pool of workers can beat).
+   reading, no pipes: what no pool of workers can beat);
+5. the cost of Megatron's index (`--index`, alone or with the rest): the stage with every core, with
+   the index written and with its writer swapped for one that writes nothing, alternating, and the
+   index step alone on the shard's own document lengths, timed against the stage.
 
     python bench/pretokenize.py [--mb 200]   # needs data/tokenizer/spm.model (dvc repro tokenizer)
     python bench/pretokenize.py --model M --quick --results pretokenize-50k   # 1-2 with another model
+    python bench/pretokenize.py --index-only  # 5 alone, into the results file's "index" entry
 
 Writes bench/results/pretokenize.json and prints a table for bench/README.md.
 """
@@ -27,16 +31,19 @@ Writes bench/results/pretokenize.json and prints a table for bench/README.md.
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 import zstandard
-from common import REPO, child_peak, save, timed, usable_cores
+from common import REPO, RESULTS, child_peak, save, timed, usable_cores
 
+from pipeline.encode import megatron_index
 from pipeline.encode.encoder import WordCacheEncoder
 from pipeline.ingest.documents import records
 from pipeline.ingest.records import PILE_FIELDS
@@ -130,10 +137,17 @@ def encoders(texts: list[str]) -> dict:
     }
 
 
-def stage(shard: Path, workers: int) -> dict:
+NO_INDEX = (  # what the stage would cost without Megatron's index: its writer, swapped for one that writes nothing
+    "from pipeline.encode import megatron_index; "
+    "megatron_index.IndexWriter = type('NoIndex', (), {'__init__': lambda self, *a: None, "
+    "'add': lambda self, lengths: None, 'finish': lambda self: None}); "
+)
+
+
+def stage(shard: Path, workers: int, setup: str = "") -> dict:
     """The real stage in a child process: MB/s, CPU seconds, and the peak RSS of its whole process tree."""
     code = (
-        "import resource, sys, time; from pathlib import Path; from pipeline.encode import pretokenize; "
+        setup + "import resource, sys, time; from pathlib import Path; from pipeline.encode import pretokenize; "
         "from pipeline.config.schema import PretokenizeParams; t = time.perf_counter(); "
         f"m = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), "
         f"PretokenizeParams(workers={workers}, batch_bytes={BATCH_BYTES})); "
@@ -178,6 +192,53 @@ def ceiling(shard: Path, processes: int) -> dict:
     return {"seconds_alone": alone, "seconds_together": together, "ceiling": processes * alone / max(together)}
 
 
+def index_writing(lengths: np.ndarray, per_batch: int, directory: Path) -> float:
+    """Seconds to write the index of documents of these lengths, handed over in batches as the stage does."""
+    started = time.perf_counter()
+    with open(directory / "index.idx", "w+b") as f:
+        writer = megatron_index.IndexWriter(f, "uint16", directory / "index.idx")
+        for first in range(0, len(lengths), per_batch):
+            writer.add(lengths[first : first + per_batch])
+        writer.finish()
+    return time.perf_counter() - started
+
+
+def index_cost(shard: Path, workers: int, rounds: int = 3) -> dict:
+    """The stage with and without the index, alternating (`rounds` of each); the index step alone."""
+    with_index, without = [], []
+    for _ in range(rounds):
+        with_index.append(stage(shard, workers))
+        without.append(stage(shard, workers, NO_INDEX))
+    with tempfile.TemporaryDirectory() as tmp:
+        code = "import sys; from pipeline.encode import pretokenize; from pathlib import Path; " + (
+            "from pipeline.config.schema import PretokenizeParams; "
+            f"pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers={workers}))"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code, str(shard), str(MODEL), f"{tmp}/out.bin"],
+            cwd=REPO,
+            check=True,
+            env={**os.environ, "PILE_GPT_PROGRESS": "0"},
+        )
+        lengths = np.asarray(megatron_index.read(Path(f"{tmp}/out.idx")).lengths)
+        batches = max(1, round(with_index[0]["mb_s"] * with_index[0]["seconds"] * 1e6 / BATCH_BYTES))
+        alone = min(index_writing(lengths, max(1, len(lengths) // batches), Path(tmp)) for _ in range(5))
+    median = lambda runs: sorted(r["mb_s"] for r in runs)[len(runs) // 2]  # noqa: E731
+    seconds = sorted(r["seconds"] for r in with_index)[rounds // 2]
+    return {
+        "workers": workers,
+        "model": str(MODEL),
+        "documents": int(len(lengths)),
+        "index_bytes": megatron_index.size(len(lengths), len(lengths) + 1),
+        "mb_s_with_index": [r["mb_s"] for r in with_index],
+        "mb_s_without_index": [r["mb_s"] for r in without],
+        "median_ratio": median(with_index) / median(without),
+        "same_bin": len({r["sha256"] for r in with_index + without}) == 1,
+        "index_step_s": alone,
+        "index_step_share_of_stage": alone / seconds,
+    }
+
+
 def main() -> None:
     global MODEL  # the functions above read it: another model for this run, when given
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,11 +246,23 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=MODEL, help="the SentencePiece model (default: the pipeline's)")
     parser.add_argument("--quick", action="store_true", help="1-2 only, on the shard: no 4x shard, no ceiling")
     parser.add_argument("--results", default="pretokenize", help="name of the results file in bench/results/")
+    parser.add_argument("--index", action="store_true", help="5 as well: the cost of Megatron's index")
+    parser.add_argument("--index-only", action="store_true", help="5 alone, into the existing results file")
     args = parser.parse_args()
     MODEL = args.model.resolve()
     if not MODEL.exists():
         sys.exit(f"error: {MODEL}: missing; run `dvc repro tokenizer` first")
     cores = usable_cores()
+    if args.index_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            shard = Path(tmp) / "big.jsonl.zst"
+            build_shard(shard, args.mb)
+            index = index_cost(shard, cores)
+        results = json.loads((RESULTS / f"{args.results}.json").read_text())
+        results.pop("machine", None)
+        save(args.results, {**results, "index": index})
+        print_index(index)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         shard, quarter = Path(tmp) / "big.jsonl.zst", Path(tmp) / "quarter.jsonl.zst"
         n_docs, n_bytes = build_shard(shard, args.mb)
@@ -222,6 +295,8 @@ def main() -> None:
         build_shard(big, 4 * args.mb)
         big_one, big_every = stage(big, 1), stage(big, cores)
         results["machine_ceiling"] = ceiling(quarter, cores)
+        if args.index:
+            results["index"] = index_cost(shard, cores)
     e = results["encoders"]
     results["stage"] = {
         "workers_1": one,
@@ -254,6 +329,18 @@ arrays identical with 1 and {cores} workers: {s["same_array_1_and_all_workers"]}
 | the same at 4x the size, 1 worker and {cores} | {big_one["mb_s"]:.2f} and {big_every["mb_s"]:.2f} MB/s (**{s["scaling_x4"]:.2f}x**; CPU s: {big_one["cpu_s_main"]:.1f} vs {big_every["cpu_s_main"]:.1f} main + {big_every["cpu_s_workers"]:.1f} workers) |
 | the machine's ceiling: {cores} encoders at once vs 1 | **{c["ceiling"]:.2f}x** ({c["seconds_alone"]:.1f} s alone, {max(c["seconds_together"]):.1f} s together) |
 | peak RSS, {cores} workers, quarter vs whole shard | {m["peak_rss_mb_quarter"]:.0f} MB vs {m["peak_rss_mb_full"]:.0f} MB (**{m["ratio"]:.2f}x**) |""")  # noqa: E501
+    if "index" in results:
+        print_index(results["index"])
+
+
+def print_index(index: dict) -> None:
+    print(
+        f"| Megatron's index: the stage with it vs without, {index['workers']} workers, alternating | "
+        f"{', '.join(f'{x:.2f}' for x in index['mb_s_with_index'])} vs "
+        f"{', '.join(f'{x:.2f}' for x in index['mb_s_without_index'])} MB/s (median ratio **{index['median_ratio']:.3f}**) |\n"
+        f"| the index step alone ({index['documents']:,} documents, {index['index_bytes']:,} bytes) | "
+        f"{index['index_step_s'] * 1e3:.1f} ms, **{index['index_step_share_of_stage']:.4%}** of the stage's time |"
+    )
 
 
 if __name__ == "__main__":

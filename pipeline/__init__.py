@@ -7,7 +7,7 @@ Layers, bottom to top; a module imports only from its own folder and the folders
     config      params.yaml's schema, loading and rules; paths; the formats and flags params may name
     ingest      documents from any corpus file; downloads
     tokenizer   the tokenizer's training text and its training; what a model's pieces allow
-    encode      token arrays: the exact encoder, its compiled BPE, pretokenize
+    encode      token arrays (Megatron's index): the exact encoder, its compiled BPE, pretokenize, imports
     model       the GPT (no Lightning)
     training    windows over the arrays, the Lightning module, optimizers, callbacks, resume, train
     evaluation  bits per byte, lm-evaluation-harness, sampling

@@ -1,4 +1,4 @@
-"""DVC stage pretokenize@KEY: tokenize one shard into data/tokens/ (.bin, .idx, .json)."""
+"""DVC stage pretokenize@KEY: tokenize one shard into data/tokens/ (.bin, .idx, .docs, .json)."""
 
 import argparse
 

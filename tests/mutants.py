@@ -352,6 +352,49 @@ MUTANTS = [
         "tests/helpers.py",
         (('    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])\n', ""),),
         ("tests/test_launchers.py::test_a_child_started_by_the_tests_of_another_checkout_imports_that_checkouts_code",),
+        "Megatron's index, byte for byte: sequence pointers are byte offsets into the .bin",
+        "pipeline/encode/megatron_index.py",
+        (
+            (
+                "ends = offset + np.cumsum(lengths, dtype=np.int64) * self.itemsize",
+                "ends = offset + np.cumsum(lengths, dtype=np.int64)",
+            ),
+        ),
+        ("tests/test_interop.py::test_the_index_is_megatrons_mmidx_byte_for_byte",),
+    ),
+    Mutant(
+        "megatron-core reads every document of our uint32 arrays equal to ours (dtype code 4, int32)",
+        "pipeline/encode/megatron_index.py",
+        (('CODE_OF = {"uint16": 8, "uint32": 4}', 'CODE_OF = {"uint16": 8, "uint32": 5}'),),
+        ("tests/test_interop.py::test_megatron_core_reads_every_document_of_our_array_equal_to_ours",),
+    ),
+    Mutant(
+        "our readers find each document where the index's byte pointers say it starts",
+        "pipeline/encode/token_files.py",
+        (
+            (
+                "return Documents(np.asarray(index.pointers) // itemsize,",
+                "return Documents(np.asarray(index.pointers),",
+            ),
+        ),
+        ("tests/test_interop.py::test_our_reader_finds_each_documents_start_and_facts",),
+    ),
+    Mutant(
+        "an imported pair of another vocabulary is refused, naming its tokenizer",
+        "pipeline/tokenizer/vocabulary.py",
+        (("        if mine != other:", "        if mine is None:"),),
+        ("tests/test_megatron_import.py::test_a_tokenizer_of_another_vocabulary_is_refused_naming_it",),
+    ),
+    Mutant(
+        "an imported document must end with the separator, or documents would bleed into each other",
+        "pipeline/encode/megatron_import.py",
+        (
+            (
+                'unended = np.flatnonzero((doc_tokens == 0) | (ids[np.maximum(ends - 1, 0)] != _pair["eos"]))',
+                "unended = np.flatnonzero(doc_tokens == 0)",
+            ),
+        ),
+        ("tests/test_megatron_import.py::test_documents_without_the_separator_are_refused",),
     ),
 ]
 

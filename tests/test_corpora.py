@@ -75,8 +75,8 @@ def run_shard_stages(p: Params, keys: list[str]) -> None:
 
 
 def texts_and_groups(p: Params, key: str, model) -> tuple[list[str], list[str]]:
-    texts, index, meta = documents_from_array(layout.tokens_path(key), model)
-    return texts, [meta["groups"][i] for i in index["set_id"]]
+    texts, docs, meta = documents_from_array(layout.tokens_path(key), model)
+    return texts, [meta["groups"][i] for i in docs.set_id]
 
 
 def test_fineweb_edu_parquet_files_through_the_stages(tmp_path, monkeypatch, small_model):

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipeline.encode import token_files
 from tests.helpers import LOSSLESS_FLAGS, REPO, child_env, sample_documents, write_shard
 
 pytestmark = pytest.mark.slow  # shards and corpora big enough to take seconds, run several times
@@ -124,7 +125,7 @@ def test_pretokenize_stops_within_seconds_naming_the_signal_when_a_worker_is_kil
         assert all_gone(workers), "a worker outlived its stage"
     returncode, stderr = finish(start(PRETOKENIZE, big_shard, small_model, output))
     assert returncode == 0, stderr
-    for suffix in (".bin", ".idx", ".json"):
+    for suffix in token_files.SUFFIXES:
         assert output.with_suffix(suffix).read_bytes() == reference.with_suffix(suffix).read_bytes(), suffix
 
 

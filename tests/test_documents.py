@@ -69,7 +69,7 @@ def test_the_sample_in_every_format_gives_byte_identical_arrays_and_index(small_
     for kind, path in write_every_format(tmp_path, sample_records()).items():
         out = tmp_path / kind / "val.bin"
         meta = pretokenize.run([path], small_model, out, TWO, fields=OTHER_NAMES)
-        for suffix in (".bin", ".idx"):
+        for suffix in (".bin", ".idx", ".docs"):
             assert (out.with_suffix(suffix)).read_bytes() == (tmp_path / "pile" / f"val{suffix}").read_bytes(), kind
         assert sorted(meta["groups"]) == ["Django code", "Django docs", "Django translations"]
 
@@ -81,7 +81,7 @@ def test_a_shard_of_several_files_gives_the_arrays_of_their_concatenation(small_
     paths = [write_shard(tmp_path / f"part_{i}.jsonl.zst", part) for i, part in enumerate(parts)]
     pretokenize.run(paths, small_model, tmp_path / "parts.bin", TWO)
     pretokenize.run([SAMPLE / "val.jsonl.zst"], small_model, tmp_path / "whole.bin", TWO)
-    for suffix in (".bin", ".idx"):
+    for suffix in (".bin", ".idx", ".docs"):
         assert (tmp_path / f"parts{suffix}").read_bytes() == (tmp_path / f"whole{suffix}").read_bytes()
 
 

@@ -1,6 +1,5 @@
 """Bits per byte: every token scored once, summed per document and per pile_set_name."""
 
-import json
 import math
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.core import files
 from pipeline.encode import token_files
 from pipeline.evaluation import evaluate
 from pipeline.model.gpt import GPT, GPTConfig
@@ -15,26 +15,13 @@ from pipeline.model.gpt import GPT, GPTConfig
 EOS = 2
 
 
-def write_tokens(tmp_path, docs, n_bytes, set_ids, names):
+def write_tokens(tmp_path, docs, n_bytes, groups):
+    """The documents, each followed by EOS, as the pretokenize stage writes them (TokenWriter)."""
     stream = [t for doc in docs for t in doc + [EOS]]
     path = tmp_path / "val.bin"
-    np.array(stream, dtype=np.uint16).tofile(path)
-    index = np.zeros(len(docs), dtype=token_files.INDEX_DTYPE)
-    index["token_offset"] = np.cumsum([0] + [len(d) + 1 for d in docs[:-1]])
-    index["n_bytes"], index["set_id"] = n_bytes, set_ids
-    index.tofile(token_files.index_path(path))
-    token_files.metadata_path(path).write_text(
-        json.dumps(
-            {
-                "format": token_files.FORMAT,
-                "dtype": "uint16",
-                "vocab_size": 50,
-                "n_tokens": len(stream),
-                "eos_id": EOS,
-                "groups": names,
-            }
-        )
-    )
+    with token_files.TokenWriter(path, "uint16") as writer:
+        writer.add(np.array(stream, dtype=np.uint16), np.array([len(d) + 1 for d in docs]), np.array(n_bytes), groups)
+    files.write_json_atomic(token_files.metadata_path(path), writer.metadata(vocab_size=50, eos_id=EOS))
     return path, stream
 
 
@@ -57,7 +44,7 @@ def test_bits_per_byte_equals_a_hand_computation(tmp_path, batch_size):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=1, n_embd=16)).eval()
     docs = [[5, 6, 7], [8] * 11, [9, 10, 11, 12, 13, 14, 15, 16, 17]]
-    path, stream = write_tokens(tmp_path, docs, [10, 30, 25], [0, 1, 0], ["prose", "code"])
+    path, stream = write_tokens(tmp_path, docs, [10, 30, 25], ["prose", "code", "prose"])
     result = evaluate.evaluate_array(model, path, batch_size)
     losses = by_hand(model, stream, 8)
     assert len(losses) == len(stream) == result["tokens"]

@@ -25,6 +25,7 @@ import voluptuous
 import yaml
 from dvc.schema import COMPILED_LOCKFILE_SCHEMA
 
+from pipeline.encode import token_files
 from tests.helpers import REPO, child_env
 from tests.repo import copy_of, edit_params, run
 
@@ -36,7 +37,7 @@ OUTPUTS = {  # what each stage writes, whose bytes an undisturbed run fixes
     "corpus@00": ["data/corpus/00.txt"],
     "words@00": ["data/words/00.words"],
     "tokenizer": ["data/tokenizer/spm.model", "data/tokenizer/spm.vocab"],
-    "pretokenize@00": ["data/tokens/00.bin", "data/tokens/00.idx", "data/tokens/00.json"],
+    "pretokenize@00": [f"data/tokens/00{suffix}" for suffix in token_files.SUFFIXES],
     "train": ["data/model/model.safetensors", "data/model/config.json", "data/model/tokenizer.model"],
 }
 LOGGED = {"train": "metrics/train"}  # DVCLive's files and the loss curve: tracked in git, the same bytes every run

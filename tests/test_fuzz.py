@@ -73,9 +73,9 @@ def shard_of(path: Path, lines, bom: bool, frames: int) -> Path:
 
 def decoded_documents(output: Path, model: Path) -> list[str]:
     processor = spm.SentencePieceProcessor(model_file=str(model))
-    ids, index = token_files.open_tokens(output), token_files.open_index(output)
-    ends = np.append(index["token_offset"][1:], len(ids)).astype(np.int64)
-    return [processor.decode(ids[start : end - 1].tolist()) for start, end in zip(index["token_offset"], ends)]
+    ids, starts = token_files.open_tokens(output), token_files.open_documents(output).starts
+    ends = np.append(starts[1:], len(ids))
+    return [processor.decode(ids[start : end - 1].tolist()) for start, end in zip(starts, ends)]
 
 
 @FUZZ

@@ -17,27 +17,27 @@ TWO = PretokenizeParams(workers=2, batch_bytes=50_000)
 
 
 def documents_from_array(bin_path, model):
-    """Cut the array at the index's offsets; check each document ends with the separator."""
+    """Cut the array where its index says documents start; check each document ends with the separator."""
     meta = token_files.read_metadata(bin_path)
-    ids, index = token_files.open_tokens(bin_path), token_files.open_index(bin_path)
-    ends = list(index["token_offset"][1:]) + [len(ids)]
+    ids, docs = token_files.open_tokens(bin_path), token_files.open_documents(bin_path)
+    ends = list(docs.starts[1:]) + [len(ids)]
     processor = spm.SentencePieceProcessor(model_file=str(model))
     texts = []
-    for start, end in zip(index["token_offset"], ends):
+    for start, end in zip(docs.starts, ends):
         assert ids[end - 1] == meta["eos_id"]
         texts.append(processor.decode(ids[start : end - 1].tolist()))
-    return texts, index, meta
+    return texts, docs, meta
 
 
 def test_sample_shard_decodes_back_to_its_documents(small_model, tmp_path):
     out = tmp_path / "val.bin"
     meta = pretokenize.run([SAMPLE / "val.jsonl.zst"], small_model, out, TWO)
-    texts, index, stored = documents_from_array(out, small_model)
+    texts, docs, stored = documents_from_array(out, small_model)
     assert texts == sample_documents("val")
-    assert list(index["n_bytes"]) == [len(t.encode()) for t in texts]
+    assert list(docs.n_bytes) == [len(t.encode()) for t in texts]
     assert stored["n_docs"] == len(texts) and stored["n_tokens"] == out.stat().st_size // 2
     assert stored["tokenizer_sha256"] == hashlib.sha256(small_model.read_bytes()).hexdigest()
-    names = [stored["groups"][i] for i in index["set_id"]]
+    names = [stored["groups"][i] for i in docs.set_id]
     assert sorted(set(names)) == ["Django code", "Django docs", "Django translations"]
     assert {name: sum(1 for n in names if n == name) for name in set(names)} == {
         name: counts["docs"] for name, counts in meta["per_group"].items()
@@ -48,7 +48,7 @@ def test_sample_shard_decodes_back_to_its_documents(small_model, tmp_path):
 def test_one_and_two_workers_write_identical_files(small_model, tmp_path):
     for name, params in (("one", ONE), ("two", TWO)):
         pretokenize.run([SAMPLE / "test.jsonl.zst"], small_model, tmp_path / name / "test.bin", params)
-    for suffix in (".bin", ".idx", ".json"):
+    for suffix in token_files.SUFFIXES:
         assert (tmp_path / "one" / f"test{suffix}").read_bytes() == (tmp_path / "two" / f"test{suffix}").read_bytes()
 
 

@@ -7,6 +7,7 @@ import psutil
 import pytest
 import yaml
 
+from pipeline.encode import token_files
 from tests.helpers import REPO, child_env
 from tests.repo import copy_of, edit_params, fresh_copy, run, stages_run
 
@@ -51,7 +52,9 @@ def test_one_pulled_shard_is_enough_for_its_own_stage(built, tmp_path):
     run(origin, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "remote")
     run(tmp_path, "git", "clone", "-q", str(origin), str(colleague))
     run(colleague, "dvc", "pull", "pretokenize@val")
-    assert sorted(p.name for p in (colleague / "data/tokens").iterdir()) == ["val.bin", "val.idx", "val.json"]
+    assert sorted(p.name for p in (colleague / "data/tokens").iterdir()) == sorted(
+        f"val{suffix}" for suffix in token_files.SUFFIXES
+    )
     assert stages_run(run(colleague, "dvc", "repro", "--allow-missing", "pretokenize@val")) == set()
 
 
@@ -94,7 +97,7 @@ def test_two_shard_stages_run_at_once_in_one_clone_and_both_land_in_dvc_lock(tmp
     arrays = sorted((repo / "data/tokens").glob("0[01].*"))
     concurrent = [path.read_bytes() for path in arrays]
     run(repo, "dvc", "repro", "--force", "--single-item", "pretokenize@00", "pretokenize@01")  # one after the other
-    assert [path.read_bytes() for path in arrays] == concurrent and len(arrays) == 6
+    assert [path.read_bytes() for path in arrays] == concurrent and len(arrays) == 2 * len(token_files.SUFFIXES)
 
 
 def test_a_clean_copy_rebuilds_the_data_artifacts_that_the_committed_lock_records(built):

@@ -11,6 +11,7 @@ import time
 import pytest
 import yaml
 
+from pipeline.encode import token_files
 from tests.helpers import REPO, child_env
 from tests.repo import copy_of, edit_params, run, stages_run
 
@@ -102,7 +103,7 @@ def test_two_workers_prepare_shards_at_once_and_the_gather_joins_their_locks(bas
 
     run(base, "dvc", "pull", *[f"pretokenize@{key}" for key in NEW])
     for i, key in enumerate(NEW):
-        for suffix in (".bin", ".idx", ".json"):
+        for suffix in token_files.SUFFIXES:
             mine = (base / f"data/tokens/{key}{suffix}").read_bytes()
             assert mine == (tmp_path / f"w{i}" / f"data/tokens/{key}{suffix}").read_bytes()
     planned = stages_run(run(base, "dvc", "repro", "--allow-missing", "--dry"))
@@ -169,7 +170,7 @@ def test_a_worker_killed_half_way_and_rerun_pushes_the_same_arrays(base, tmp_pat
     stage_lock.write_text(json.dumps(held))
     output = finished(task(base, 0, 1, ["02"], killed, job="2"))  # the same task, rerun: it finishes the job
     assert "worker slurm-2-0: done" in output
-    for suffix in (".bin", ".idx", ".json"):
+    for suffix in token_files.SUFFIXES:
         name = f"data/tokens/02{suffix}"
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert lock(killed)["pretokenize@02"] == lock(tmp_path / "whole")["pretokenize@02"]

@@ -36,7 +36,7 @@ def keys(data: DataParams, of_role: str) -> list[str]:
 
 
 def tokens_path(key: str) -> Path:
-    """The key's token array (its .idx and .json beside it)."""
+    """The key's token array (its .idx, .docs and .json beside it)."""
     return TOKENS_DIR / f"{key}.bin"
 
 

@@ -17,10 +17,7 @@ MAX_PATH_DEPTH = 8  # directories a file may sit under on the mirror (DCLM's are
 def check(p: Params, file: str) -> None:
     """Cross-field rules: values that must agree, and names that must stay inside data/."""
     fail = lambda key, msg: PipelineError(f"{file}: {key}: {msg}")  # noqa: E731
-    if not p.data.source:
-        raise fail("data.source", "empty; give a directory, file:// or http(s):// mirror root")
-    if "://" in p.data.source and not p.data.source.startswith(("file://", "http://", "https://")):
-        raise fail("data.source", f"{p.data.source!r}: only file://, http:// and https:// are supported")
+    _check_source(p.data.source, "data.source", fail)
     if not p.data.shards:
         raise fail("data.shards", "empty; list at least one file")
     for key, shard in p.data.shards.items():
@@ -39,6 +36,8 @@ def check(p: Params, file: str) -> None:
     for i, key in enumerate(p.corpus.shards):
         if key not in layout.keys(p.data, "train"):
             raise fail(f"corpus.shards[{i}]", f"{key!r} is not a train shard in data.shards")
+        if formats.is_megatron(p.data.shards[key]):
+            raise fail(f"corpus.shards[{i}]", f"{key!r} is a Megatron pair: token ids, no text to train a tokenizer on")
     if len(set(p.corpus.shards)) != len(p.corpus.shards):
         raise fail("corpus.shards", "lists a shard twice")
     if p.corpus.max_lines < len(p.corpus.shards):
@@ -51,7 +50,27 @@ def check(p: Params, file: str) -> None:
     _check_training(p, fail)
 
 
+def _check_source(source: str, where: str, fail) -> None:
+    if not source:
+        raise fail(where, "empty; give a directory, file:// or http(s):// mirror root")
+    if "://" in source and not source.startswith(("file://", "http://", "https://")):
+        raise fail(where, f"{source!r}: only file://, http:// and https:// are supported")
+
+
 def _check_shard(shard: Shard, where: str, fail) -> None:
+    if shard.source is not None:
+        _check_source(shard.source, f"{where}.source", fail)
+    if formats.is_megatron(shard):
+        if shard.numbers is not None:
+            raise fail(f"{where}.numbers", "a Megatron pair is one .bin and its .idx: give each pair its own key")
+        if shard.tokenizer is None:
+            raise fail(
+                f"{where}.tokenizer",
+                "missing: a Megatron pair needs the tokenizer it was made with (a SentencePiece .model or a "
+                "tokenizer.json under the same root), whose vocabulary is checked against the pipeline's",
+            )
+    elif shard.tokenizer is not None:
+        raise fail(f"{where}.tokenizer", f"only a Megatron pair (a path ending in {formats.MEGATRON_SUFFIX}) takes one")
     if shard.numbers is not None:
         if len(shard.numbers) != 2 or not 0 <= shard.numbers[0] < shard.numbers[1]:
             raise fail(f"{where}.numbers", f"{list(shard.numbers)} is not [first, stop) with 0 <= first < stop")
@@ -205,11 +224,16 @@ def _check_tokenizer(p: Params, fail) -> None:
     vocab_size = flags.get("vocab_size")
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
         raise fail("tokenizer.vocab_size", f"expected an integer of at least 2, got {vocab_size!r}")
-    limit = {"uint16": 1 << 16, "uint32": 1 << 32}[p.pretokenize.dtype]
+    limit = {"uint16": 1 << 16, "uint32": 1 << 31}[p.pretokenize.dtype]
     if vocab_size > limit:
         raise fail(
             "tokenizer.vocab_size",
-            f"{vocab_size} pieces do not fit {p.pretokenize.dtype} (at most {limit}); set pretokenize.dtype: uint32",
+            f"{vocab_size} pieces do not fit {p.pretokenize.dtype} (at most {limit}"
+            + (
+                "); set pretokenize.dtype: uint32"
+                if p.pretokenize.dtype == "uint16"
+                else ": Megatron's index reads uint32 arrays as int32, which holds ids below 2**31)"
+            ),
         )
     sentence_size = flags.get("input_sentence_size", 0)
     if sentence_size and sentence_size < p.corpus.max_lines:

@@ -17,17 +17,25 @@ class Shard:
     path: str
     """Path under the mirror root, ending in one of FORMATS (`sample/10BT/000_00000.parquet`);
     without one it means `.jsonl.zst` (`train/07` is train/07.jsonl.zst). With `numbers`, a pattern whose `{}`
-    (or `{:08d}`) takes each number: `train/chunk1/example_train_{}.jsonl.zst`."""
+    (or `{:08d}`) takes each number: `train/chunk1/example_train_{}.jsonl.zst`. Ending in `.bin`: an
+    existing Megatron pair, PREFIX.bin and PREFIX.idx, whose ids become this key's array as they are
+    (docs/interop.md); it needs `tokenizer`."""
     sha256: str | None = None
-    """Expected sha256 of the file; a download that does not match is deleted. Only for a single file."""
+    """Expected sha256 of the file (of the .bin of a Megatron pair); a download that does not match is
+    deleted. Only for a single file."""
     numbers: tuple[int, ...] | None = None
     """[first, stop): this key covers the files path.format(n) for n in range(first, stop), one stage for all."""
     split: Literal["train", "val", "test"] | None = None
     """What the shard is for; absent: `val` or `test` for the keys of those names, `train` for every other key."""
     group: str | None = None
     """A training shard's group in train.mixture; absent: `train`."""
+    tokenizer: str | None = None
+    """For a Megatron pair only: the tokenizer model it was made with (a SentencePiece .model or a
+    tokenizer.json), under the same root. Its vocabulary must be the pipeline's tokenizer's, id for id."""
+    source: str | None = None
+    """This shard's mirror root, instead of data.source (the same forms): where a team keeps its own files."""
 
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sha256", "numbers", "split", "group"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sha256", "numbers", "split", "group", "tokenizer", "source"})
 
 
 @dataclass(frozen=True)

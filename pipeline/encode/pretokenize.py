@@ -1,4 +1,4 @@
-"""Tokenize one shard into a token array, its metadata and its document index.
+"""Tokenize one shard into a token array, its index (Megatron's), its documents' facts and its metadata.
 
 The main process reads the shard's files (pipeline.ingest.documents: any format) and cuts them into
 batches of raw lines or rows; `workers` processes parse and encode them (with pipeline.encode.encoder:
@@ -25,7 +25,7 @@ from pipeline.core import files, progress
 from pipeline.core.errors import PipelineError
 from pipeline.core.machine import usable_cores
 from pipeline.core.workers import OrderedPool
-from pipeline.encode import token_files
+from pipeline.encode import megatron_import, token_files
 from pipeline.encode.encoder import WordCacheEncoder
 from pipeline.encode.token_files import TokenWriter
 from pipeline.ingest.documents import Reader, describe, open_reader, parse
@@ -142,7 +142,7 @@ def run(
     on_bad_record: str = "error",
     fields: Fields = PILE_FIELDS,
 ) -> dict:
-    """Tokenize the files `raw`, in order, into `output` (.bin), its .idx and its .json; return the
+    """Tokenize the files `raw`, in order, into `output` (.bin), its .idx, .docs and .json; return the
     metadata, with timings for the summary. `on_bad_record`: stop at the first malformed record
     (`error`) or count and skip them (`skip`)."""
     processor = _checked_processor(model, params.dtype)
@@ -153,7 +153,7 @@ def run(
     executor = _executor(str(model), params.dtype, fields, workers)
     seen = _Seen(readers, on_bad_record)
     try:
-        with TokenWriter(output) as writer:
+        with TokenWriter(output, params.dtype) as writer:
             for batch in _in_order(executor, readers, params.batch_bytes, workers):
                 seen.add(batch)
                 writer.add(batch.tokens, batch.doc_tokens, batch.doc_bytes, batch.groups)
@@ -163,7 +163,6 @@ def run(
         executor.close()
     metadata = writer.metadata(
         source=[str(path) for path in raw] if len(raw) > 1 else str(raw[0]),
-        dtype=params.dtype,
         vocab_size=processor.get_piece_size(),
         eos_id=processor.eos_id(),
         tokenizer_sha256=files.sha256(model),
@@ -233,7 +232,11 @@ class _Seen:
 
 
 def run_stage(p: Params, key: str) -> None:
-    """The pretokenize@KEY stage: token array, index and metadata, then a summary."""
+    """The pretokenize@KEY stage: token array, index, documents and metadata, then a summary. A key whose
+    shard is an existing Megatron pair is imported as it is (pipeline.encode.megatron_import)."""
+    if formats.is_megatron(layout.shard(p.data, key)):
+        megatron_import.run_stage(p, key)
+        return
     raw, output = formats.raw_files(p.data, key), layout.tokens_path(key)
     fields = Fields(p.data.text_field, p.data.group_field)
     meta = run(raw, TOKENIZER_DIR / "spm.model", output, p.pretokenize, p.data.on_bad_record, fields)
@@ -243,8 +246,8 @@ def run_stage(p: Params, key: str) -> None:
         f"pretokenize@{key}",
         {
             "from": describe(raw),
-            "to": f"{output} ({meta['dtype']}), {token_files.index_path(output).name}, "
-            f"{token_files.metadata_path(output).name}",
+            "to": f"{output} ({meta['dtype']}), {token_files.index_path(output).name} (Megatron's index), "
+            f"{token_files.docs_path(output).name}, {token_files.metadata_path(output).name}",
             "documents": f"{meta['n_docs']:,}"
             + (f" ({skipped:,} bad records skipped: {meta['bad_records']})" if skipped else "")
             + (

@@ -43,16 +43,16 @@ def summarise(nll: float, n_tokens: int, n_bytes: int) -> dict:
 
 @torch.no_grad()
 def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "cpu") -> dict:
-    """Every token of `bin_path` scored once; totals and per-set figures from its document index."""
-    meta, ids, index = (
+    """Every token of `bin_path` scored once; totals and per-set figures from its documents (.idx, .docs)."""
+    meta, ids, documents = (
         token_files.read_metadata(bin_path),
         token_files.open_tokens(bin_path),
-        token_files.open_index(bin_path),
+        token_files.open_documents(bin_path),
     )
     block = model.config.block_size
     n = len(ids)
-    doc_starts = index["token_offset"].astype(np.int64)
-    doc_nll = np.zeros(len(index), dtype=np.float64)
+    doc_starts = documents.starts
+    doc_nll = np.zeros(len(doc_starts), dtype=np.float64)
     n_windows = math.ceil(n / block)
     model.eval()
     with progress.bar(n_windows, f"evaluate {bin_path.name}", unit="window") as pbar:
@@ -77,12 +77,12 @@ def evaluate_array(model: GPT, bin_path: Path, batch_size: int, device: str = "c
             np.add.at(doc_nll, docs, nll[scored])  # in the same order, so the same float sums
             pbar.update(len(starts))
     doc_tokens = np.diff(np.append(doc_starts, n))
-    result = summarise(float(doc_nll.sum()), n, int(index["n_bytes"].sum()))
+    result = summarise(float(doc_nll.sum()), n, int(documents.n_bytes.sum()))
     result["per_group"] = {}
     for set_id, name in enumerate(meta["groups"]):
-        mine = index["set_id"] == set_id
+        mine = documents.set_id == set_id
         result["per_group"][name] = summarise(
-            float(doc_nll[mine].sum()), int(doc_tokens[mine].sum()), int(index["n_bytes"][mine].sum())
+            float(doc_nll[mine].sum()), int(doc_tokens[mine].sum()), int(documents.n_bytes[mine].sum())
         )
     return result
 

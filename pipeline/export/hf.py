@@ -326,8 +326,8 @@ def check_texts(token_paths: list[Path], processor) -> list[str]:
     """Every document of the arrays, decoded, and the hostile strings: what the tokenizer check encodes."""
     texts = list(HOSTILE_TEXTS)
     for path in token_paths:
-        ids, index = token_files.open_tokens(path), token_files.open_index(path)
-        bounds = list(index["token_offset"].astype(np.int64)) + [len(ids)]
+        ids = token_files.open_tokens(path)
+        bounds = list(token_files.open_documents(path).starts) + [len(ids)]
         texts += [processor.decode(ids[a : b - 1].tolist()) for a, b in zip(bounds, bounds[1:])]  # without the eos
     return texts
 

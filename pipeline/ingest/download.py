@@ -113,7 +113,9 @@ def fetch(
 
 def _copy(local: Path, part: Path) -> None:
     if not local.is_file():
-        raise PipelineError(f"{local}: no such file on the mirror; check data.source and data.shards")
+        raise PipelineError(
+            f"{local}: no such file on the mirror; check data.source (or the shard's own source) and data.shards"
+        )
     try:
         with (
             open(local, "rb") as src,
@@ -258,7 +260,7 @@ def _http_error(exc: urllib.error.HTTPError, url: str) -> Exception:
     hint = {
         401: "the mirror wants credentials: set the variable named by download.auth_token_env",
         403: "access denied: check the token in download.auth_token_env and your access to the data",
-        404: "not on the mirror: check data.source and the shard's path in data.shards",
+        404: "not on the mirror: check data.source (or the shard's own source) and its path in data.shards",
     }
     return PipelineError(
         f"{redact(url)}: HTTP {exc.code} {exc.reason}; {hint.get(exc.code, 'a client error, not retried')}"
@@ -314,7 +316,7 @@ def _discard(part: Path) -> None:
 def run_stage(p: Params, key: str) -> None:
     """The download@KEY stage: fetch and verify every file of the key into data/raw/KEY/, write
     stats/download/KEY.json, print a summary."""
-    shard = layout.shard(p.data, key)
+    shard, source = layout.shard(p.data, key), formats.source(p.data, key)
     names, outputs = formats.shard_files(shard), formats.raw_files(p.data, key)
     started = time.monotonic()
     fetched = []
@@ -322,7 +324,8 @@ def run_stage(p: Params, key: str) -> None:
         if len(names) > 1:
             print(f"download@{key}: file {i:,} of {len(names):,}: {name}", file=sys.stderr, flush=True)
         part = PARTIAL_DIR / key / (name + ".part")
-        fetched.append(fetch(p.data.source, name, output, shard.sha256, p.download, part=part))
+        expected = shard.sha256 if i == 1 else None  # params check one file: a single shard, a Megatron pair's .bin
+        fetched.append(fetch(source, name, output, expected, p.download, part=part))
     seconds = time.monotonic() - started
     files.write_json_atomic(
         STATS_DIR / "download" / f"{key}.json",
@@ -334,7 +337,7 @@ def run_stage(p: Params, key: str) -> None:
             "bytes": sum(f.n_bytes for f in fetched),
         },
     )
-    _summary(key, redact(source_url(p.data.source, names[0])), outputs, fetched, seconds)
+    _summary(key, redact(source_url(source, names[0])), outputs, fetched, seconds)
 
 
 def _summary(key: str, first_url: str, outputs: list[Path], fetched: list[Fetched], seconds: float) -> None:
