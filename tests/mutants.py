@@ -352,6 +352,8 @@ MUTANTS = [
         "tests/helpers.py",
         (('    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])\n', ""),),
         ("tests/test_launchers.py::test_a_child_started_by_the_tests_of_another_checkout_imports_that_checkouts_code",),
+    ),
+    Mutant(
         "Megatron's index, byte for byte: sequence pointers are byte offsets into the .bin",
         "pipeline/encode/megatron_index.py",
         (
