@@ -41,6 +41,21 @@ MUTANTS = [
         ("tests/test_docs_figures.py::test_the_samples_bits_per_byte_in_the_docs_are_the_committed_metrics",),
     ),
     Mutant(
+        "Muon shared across ranks: each rank orthogonalises only its share of the matrices",
+        "pipeline/training/muon.py",
+        (("dist.is_initialized() and dist.get_world_size() > 1", "dist.is_initialized() and False"),),
+        (
+            "tests/test_muon.py::"
+            "test_two_gloo_processes_share_the_orthogonalisation_and_step_as_one_process_even_across_a_resume",
+        ),
+    ),
+    Mutant(
+        "Muon's split_qkv orthogonalises Q, K and V apart",
+        "pipeline/training/optimizers.py",
+        (("blocks={w: 3 for w in model.qkv_matrices()}", "blocks={w: 1 for w in model.qkv_matrices()}"),),
+        ("tests/test_model.py::test_muon_split_qkv_orthogonalises_each_attentions_q_k_and_v_apart",),
+    ),
+    Mutant(
         "exact resume: a resumed run trains only the steps left",
         "pipeline/training/train.py",
         (("ckpt_path=resume_from, weights_only=True", "ckpt_path=None, weights_only=True"),),

@@ -169,6 +169,22 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     } == {0.0015}
 
 
+def test_muon_split_qkv_orthogonalises_each_attentions_q_k_and_v_apart():
+    """The same model and gradients stepped with and without train.muon_split_qkv: every attention's
+    qkv weight moves differently, every other weight the same."""
+    from pipeline.training.optimizers import MuonWithAdamW
+
+    models = {split: variant("modern") for split in (False, True)}
+    idx = torch.randint(0, CONFIG.vocab_size, (2, 20))
+    for split, model in models.items():
+        model(idx).square().mean().backward()  # any loss: both models get the same gradients
+        MuonWithAdamW(model, TrainParams(optimizer="muon", muon_split_qkv=split)).step()
+    qkv = {name for name, p in models[True].named_parameters() if name.endswith("attn.qkv.weight")}
+    assert len(qkv) == CONFIG.n_layer
+    apart, whole = dict(models[True].named_parameters()), dict(models[False].named_parameters())
+    assert {name for name in apart if not torch.equal(apart[name], whole[name])} == qkv
+
+
 FSDP_CHECK = """
 import json, os, socket, sys, dataclasses, torch, torch.distributed as dist
 from torch.distributed.fsdp import FullyShardedDataParallel

@@ -156,6 +156,9 @@ class TrainParams:
     """Peak learning rate of Muon's matrices (train.optimizer: muon); the same schedule as lr."""
     muon_momentum: float = 0.95
     """Muon's Nesterov momentum."""
+    muon_split_qkv: bool = False
+    """Muon orthogonalises each attention's Q, K and V weights apart (three n_embd x n_embd blocks), not
+    as one stacked 3 * n_embd x n_embd matrix (train.optimizer: muon)."""
     min_lr: float = 1e-4
     """Learning rate at the end of the decay (cosine: at and after decay_steps; wsd: at max_steps)."""
     schedule: Literal["cosine", "wsd"] = "cosine"

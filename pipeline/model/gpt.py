@@ -212,6 +212,11 @@ class GPT(nn.Module):
         the head, gains and biases are not hidden matrices."""
         return [p for p in self.blocks.parameters() if p.requires_grad and p.dim() == 2]
 
+    def qkv_matrices(self) -> list[nn.Parameter]:
+        """Each attention's query, key and value weights, stacked by rows in one [3 * n_embd, n_embd]
+        matrix (Muon can orthogonalise the three apart)."""
+        return [block.attn.qkv.weight for block in self.blocks if block.attn.qkv.weight.requires_grad]
+
     @torch.no_grad()
     def generate(
         self,

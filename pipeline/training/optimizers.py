@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from pipeline.config.schema import TrainParams
+from pipeline.training.muon import Muon
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -13,12 +14,12 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def __init__(self, model: nn.Module, p: TrainParams, fused: bool = False):
         hidden = {id(w) for w in model.hidden_matrices()}
-        self.muon = torch.optim.Muon(
+        self.muon = Muon(
             [{"name": "muon", "params": [w for w in model.parameters() if id(w) in hidden]}],
             lr=p.muon_lr,
             weight_decay=p.weight_decay,
             momentum=p.muon_momentum,
-            adjust_lr_fn="original",  # the lr scaled by sqrt(max(1, rows / columns)), as Muon's authors do
+            blocks={w: 3 for w in model.qkv_matrices()} if p.muon_split_qkv else None,  # Q, K and V apart
         )
         rest = [
             {**group, "params": [w for w in group["params"] if id(w) not in hidden]}
