@@ -261,6 +261,12 @@ def test_muon_is_refused_with_a_strategy_that_shards_matrices(tmp_path):
         tmp_path, lambda raw: raw["train"].update(optimizer="muon", strategy="fsdp"), "train.optimizer", "shards them"
     )
     expect_error(tmp_path, lambda raw: raw["train"].update(muon_momentum=1.0), "train.muon_momentum")
+    expect_error(
+        tmp_path, lambda raw: raw["train"].update(optimizer="adamw", muon_split_qkv=True), "train.muon_split_qkv"
+    )
+    assert load_with(
+        tmp_path, lambda raw: raw["train"].update(optimizer="muon", muon_split_qkv=True)
+    ).train.muon_split_qkv
 
 
 SLIMPAJAMA_TRAIN_FILES = [5912, 5911, 5919, 5917, 5933, 5915, 5906, 5921, 5920, 5912]  # chunk1..10, published listing

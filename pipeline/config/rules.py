@@ -162,6 +162,8 @@ def _check_train(t, fail) -> None:
         )
     if not 0 <= t.muon_momentum < 1:
         raise fail("train.muon_momentum", "must be in [0, 1)")
+    if t.muon_split_qkv and t.optimizer != "muon":
+        raise fail("train.muon_split_qkv", f"splits Muon's Q, K and V, and train.optimizer is {t.optimizer}")
 
 
 def _check_splits(p: Params, fail) -> None:
