@@ -77,7 +77,8 @@ def main() -> None:
     args = ap.parse_args()
     results = {}
     if args.read:
-        results["read"] = {name: curves(work) for name, work in zip(VARIANTS, args.read)}
+        runs = {name: curves(work) for name, work in zip(VARIANTS, args.read)}
+        results[f"seed {runs['stacked']['seed']}"] = runs
     else:
         with tempfile.TemporaryDirectory() as tmp:
             for seed in args.seeds:
