@@ -15,7 +15,8 @@ during those steps, the kernel's high-water mark (tracemalloc does not see torch
 before the forward pass and again before the optimizer step, so that each has its own; beside the RSS
 between steps.
 
-    python bench/loss.py     # about 15 minutes on 2 cores
+    python bench/loss.py            # about 15 minutes on 2 cores, more on a busy machine
+    python bench/loss.py --memory   # the eager variants' peak RSS at 8x the tokens (loss_memory.json)
 
 Writes bench/results/loss.json and prints a table for bench/README.md.
 """
@@ -41,6 +42,7 @@ from pipeline.training.optimizers import MuonWithAdamW
 SCALED = {"n_layer": 2, "n_embd": 192, "n_head": 3, "block_size": 256}  # the preset: 12 x 768, 12 heads, 1024
 BATCH = 2
 STEPS, WARMUP, ROUNDS = 6, 2, 3
+MEMORY_BATCH = 16  # --memory: the preset's sequences a GPU, 4096 tokens here
 VARIANTS = ("old eager", "new eager", "old compiled", "new compiled")
 
 
@@ -83,14 +85,14 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from the current RSS
 
 
-def one_variant(variant: str) -> dict:
+def one_variant(variant: str, batch: int = BATCH, steps: int = STEPS, warmup: int = WARMUP) -> dict:
     config, train = preset()
     config = replace(config, **SCALED)
     torch.manual_seed(train.seed)
     model = GPT(config)
     optimizer = MuonWithAdamW(model, train)
     step_loss = loss_function(model, variant)
-    x, y = torch.randint(0, config.vocab_size, (2, BATCH, config.block_size))
+    x, y = torch.randint(0, config.vocab_size, (2, batch, config.block_size))
 
     def step() -> tuple[float, int, int]:
         """(seconds, peak RSS in the forward and backward passes, peak RSS in the optimizer step)."""
@@ -105,10 +107,10 @@ def one_variant(variant: str) -> dict:
         loss.item()
         return time.perf_counter() - started, passes, resident()[1]
 
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         step()
     before, _ = resident()  # weights, optimizer state, compiled code: what lives between steps
-    times, passes, updates = zip(*(step() for _ in range(STEPS)))
+    times, passes, updates = zip(*(step() for _ in range(steps)))
     return {
         "step_s": statistics.median(times),
         "peak_rss_steps": max(passes + updates),
@@ -151,14 +153,36 @@ def summarise(runs: dict[str, list[dict]], tokens: int) -> dict:
     return summary
 
 
+def memory() -> None:
+    """The eager variants' peak RSS at MEMORY_BATCH sequences: one step after one, not timed."""
+    runs = {}
+    for variant in ("old eager", "new eager"):
+        command = [sys.executable, __file__, "--variant", variant, "--batch", str(MEMORY_BATCH)]
+        runs[variant] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        print(variant, runs[variant], flush=True)
+    tokens = MEMORY_BATCH * SCALED["block_size"]
+    save("loss_memory", {"shape": {**SCALED, "batch": MEMORY_BATCH, "tokens_per_step": tokens}, "runs": runs})
+    print("\n| variant | peak RSS, forward and backward | optimizer step | RSS between steps |\n|---|---|---|---|")
+    for variant, r in runs.items():
+        print(
+            f"| {variant}, {tokens:,} tokens | {r['peak_rss_forward_backward'] / 2**20:,.0f} MB | "
+            f"{r['peak_rss_optimizer'] / 2**20:,.0f} MB | {r['rss_between_steps'] / 2**20:,.0f} MB |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--memory", action="store_true", help="peak RSS only, eager, at MEMORY_BATCH (loss_memory.json)")
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one measurement, in a child
+    ap.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.variant:
-        print(json.dumps(one_variant(args.variant)))
+        steps = (1, 1) if args.batch != BATCH else (STEPS, WARMUP)
+        print(json.dumps(one_variant(args.variant, args.batch, *steps)))
         return
+    if args.memory:
+        return memory()
     config, _ = preset()
     config = replace(config, **SCALED)
     tokens = BATCH * config.block_size
