@@ -21,12 +21,16 @@ matmuls (4096 x 768 by 768 x 50k, 0.3 TFLOP) is still large enough to keep a GPU
 
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
-    """One chunk: (its summed loss in fp32, its logits in the matmul's dtype, their fp32 copy, lse)."""
+    """One chunk: (its summed loss in fp32, exp(logits - their row's max) in fp32, the rows' sums of
+    those, the matmul's dtype). The exponentials are taken in place, in the fp32 logits' own memory:
+    no second [rows, vocab] tensor (logsumexp would make one)."""
     logits = hidden @ weight.T  # (rows, vocab), bf16 under autocast
     wide = logits.float()
-    lse = wide.logsumexp(dim=-1)  # (rows,)
     picked = wide.gather(1, rearrange(targets, "n -> n 1"))
-    return (lse - rearrange(picked, "n 1 -> n")).sum(), logits, wide, lse
+    top = wide.amax(dim=-1, keepdim=True)
+    exps = wide.sub_(top).exp_()
+    sums = exps.sum(dim=-1, keepdim=True)
+    return (top + sums.log() - picked).sum(), exps, sums, logits.dtype
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -41,12 +45,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)  # summed over chunks in fp32
         for start in range(0, n, chunk_rows):
             h, y = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
-            loss, logits, wide, lse = _chunk_loss(h, weight, y)
+            loss, grad, sums, dtype = _chunk_loss(h, weight, y)
             total = total + loss
-            # d(mean loss)/d logits = (softmax - one-hot) / n, built in the fp32 copy's memory
-            grad = wide.sub_(rearrange(lse, "n -> n 1")).exp_()
-            grad.scatter_add_(1, rearrange(y, "n -> n 1"), torch.full_like(grad[:, :1], -1.0))
-            grad = grad.div_(n).to(logits.dtype)
+            # d(mean loss)/d logits = (softmax - one-hot) / n, in the exponentials' own memory
+            grad.div_(sums * n)
+            grad.scatter_add_(1, rearrange(y, "n -> n 1"), torch.full_like(grad[:, :1], -1.0 / n))
+            grad = grad.to(dtype)
             grad_hidden[start : start + chunk_rows] = grad @ weight
             grad_weight += grad.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
