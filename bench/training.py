@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.config.load import load_params
 from pipeline.config.schema import TrainParams
-from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
+from pipeline.model.gpt import GPT, GPTConfig
 from pipeline.training.module import GPTModule
 from pipeline.training.schedule import lr_factor
 from pipeline.training.windows import ShuffledWindows, TrainBatches, Windows, training_arrays
@@ -47,7 +47,7 @@ def plain_loop(config: GPTConfig, t: TrainParams, batches: list) -> list[float]:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t))
     times, last = [], time.perf_counter()
     for x, y in batches:
-        loss = cross_entropy(model(x), y)
+        loss = model(x, y)  # as GPTModule.training_step
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)

@@ -344,6 +344,23 @@ MUTANTS = [
         ("tests/test_throughput.py::test_flops_per_token_are_the_flops_a_training_step_computes",),
     ),
     Mutant(
+        "the loss inside the forward: every chunk of tokens counts",
+        "pipeline/model/loss.py",
+        (
+            (
+                "        for start in range(0, n, chunk_rows):\n",
+                "        for start in range(chunk_rows, n, chunk_rows):\n",
+            ),
+        ),
+        ("tests/test_loss.py::test_the_loss_and_every_gradient_are_those_of_the_sliced_logits_in_fp32",),
+    ),
+    Mutant(
+        "the loss inside the forward: the head's padding rows are no pieces",
+        "pipeline/model/gpt.py",
+        (("        head = self.lm_head.weight[: self.config.vocab_size]", "        head = self.lm_head.weight"),),
+        ("tests/test_loss.py::test_the_loss_and_every_gradient_are_those_of_the_sliced_logits_in_fp32",),
+    ),
+    Mutant(
         "larger models: FSDP shards one block a unit",
         "pipeline/training/distributed.py",
         (("        auto_wrap_policy={Block},\n", "        auto_wrap_policy=None,\n"),),

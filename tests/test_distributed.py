@@ -180,9 +180,9 @@ os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
 dist.init_process_group("gloo", rank=0, world_size=1)
 out = {}
 config = GPTConfig(vocab_size=300, block_size=16, n_layer=3, n_head=2, n_embd=32)
-x = torch.randint(0, 300, (2, 16))
+x, y = torch.randint(0, 300, (2, 2, 16))
 torch.manual_seed(0); plain = GPT(config)
-loss = plain(x).float().logsumexp(-1).mean(); loss.backward()
+loss = plain(x, y); loss.backward()  # the training step's loss (pipeline/model/loss.py), padding dropped
 for checkpointing in (False, True):
     strategy = distributed.strategy(TrainParams(strategy="fsdp", activation_checkpointing=checkpointing))
     torch.manual_seed(0); model = GPT(config)
@@ -194,7 +194,7 @@ for checkpointing in (False, True):
         apply_activation_checkpointing(model, **strategy._activation_checkpointing_kwargs)
     wrapped = FSDP(model, device_id=torch.device("cpu"), **strategy.kwargs)
     units = [m for m in wrapped.modules() if isinstance(m, FSDP)]
-    loss = wrapped(x).float().logsumexp(-1).mean(); loss.backward()
+    loss = wrapped(x, y); loss.backward()
     with FSDP.summon_full_params(wrapped, with_grads=True):
         grads = {n.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", ""): p.grad
                  for n, p in wrapped.named_parameters()}

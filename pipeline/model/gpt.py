@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from pipeline.config.schema import ModelParams
 from pipeline.core import files
+from pipeline.model.loss import CHUNK_ROWS, linear_cross_entropy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +147,8 @@ class GPT(nn.Module):
         self.checkpoint_activations = False
         """Recompute each block's activations in the backward pass (training only): a setting of the
         run, not of the model, so it is no field of the config and changes no weight or key."""
+        self.loss_chunk_rows = CHUNK_ROWS
+        """Tokens whose logits the loss holds at once (pipeline/model/loss.py); like the above, no weight."""
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -158,8 +161,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (b, t) -> logits (b, t, vocab_size); padding pieces are cut off."""
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (b, t) -> the final normalised hidden states (b, t, n_embd) that the head reads."""
         b, t = idx.shape
         if t > self.config.block_size:
             raise ValueError(f"sequence of {t} tokens exceeds block_size {self.config.block_size}")
@@ -174,8 +177,19 @@ class GPT(nn.Module):
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             x = checkpoint(block, x, rope, use_reentrant=False) if recompute else block(x, rope)
-        logits = self.lm_head(self.ln_final(x))  # (b, t, padded_vocab_size)
-        return logits[..., : self.config.vocab_size]
+        return self.ln_final(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (b, t) -> logits (b, t, vocab_size); with targets (b, t), the mean next-token loss
+        instead (nats, in fp32), computed a chunk of tokens at a time (loss.py): inside a compiled
+        forward, and never holding the whole logits. The head's padding rows are never multiplied."""
+        x = self.hidden_states(idx)
+        head = self.lm_head.weight[: self.config.vocab_size]  # (vocab_size, n_embd): a view, no copy
+        if targets is None:
+            return F.linear(x, head)  # (b, t, vocab_size)
+        return linear_cross_entropy(
+            rearrange(x, "b t d -> (b t) d"), head, rearrange(targets, "b t -> (b t)"), self.loss_chunk_rows
+        )
 
     def n_params(self, non_embedding: bool = True) -> int:
         """Parameters; by default without those that do no matmul (position table, an untied input

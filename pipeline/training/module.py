@@ -8,7 +8,7 @@ import torch
 
 from pipeline.config.schema import TrainParams
 from pipeline.core.errors import PipelineError
-from pipeline.model.gpt import GPT, GPTConfig, cross_entropy
+from pipeline.model.gpt import GPT, GPTConfig
 from pipeline.training.optimizers import MuonWithAdamW
 from pipeline.training.schedule import lr_factor
 
@@ -49,7 +49,7 @@ class GPTModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch  # (b, t) each
-        loss = cross_entropy(self.model(x), y)
+        loss = self.model(x, y)  # the loss inside the (compiled) forward
         finite = torch.isfinite(loss.detach())
         if self._finite is None:
             self._finite = torch.ones((), dtype=torch.bool, device=loss.device)
@@ -83,7 +83,7 @@ class GPTModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        loss = cross_entropy(self.model(x), y)
+        loss = self.model(x, y)  # the loss inside the (compiled) forward
         self.log("val/loss", loss, sync_dist=True)
         if self.val_tokens_per_byte:
             self.log("val/bpb", loss * self.val_tokens_per_byte / math.log(2), sync_dist=True)
