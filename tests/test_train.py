@@ -104,6 +104,23 @@ def test_run_killed_mid_way_resumes_to_the_same_losses_and_weights_training_only
     assert {step for step in expected if step >= step_at_kill} <= set(logged)  # none lost after the checkpoint
 
 
+def test_a_dead_worker_is_recognised_when_library_code_wraps_pytorchs_report():
+    """PyTorch's SIGCHLD handler raises wherever the main thread is; inside inspect it became
+    "TypeError: unsupported callable" with the report as its cause, and the stage printed a traceback."""
+    from pipeline.training.train import dead_worker
+
+    report = RuntimeError("DataLoader worker (pid 15905) is killed by signal: Killed. ")
+    try:
+        try:
+            raise report
+        except RuntimeError as exc:
+            raise TypeError("unsupported callable") from exc
+    except TypeError as wrapped:
+        assert dead_worker(wrapped) is report
+    assert dead_worker(report) is report
+    assert dead_worker(TypeError("unsupported callable")) is None
+
+
 def test_a_killed_dataloader_worker_stops_training_with_a_message_and_a_rerun_resumes_exactly(
     tmp_path, small_model, token_arrays, whole
 ):

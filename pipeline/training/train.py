@@ -118,14 +118,28 @@ def lightning_call(trainer: pl.Trainer):
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
-    except RuntimeError as exc:
-        if "DataLoader worker" not in str(exc):
+    except Exception as exc:
+        death = dead_worker(exc)
+        if death is None:
             raise
         raise PipelineError(
-            f"train: {str(exc).strip().splitlines()[0]} (a DataLoader worker process died: often the "
+            f"train: {str(death).strip().splitlines()[0]} (a DataLoader worker process died: often the "
             "out-of-memory killer). The last checkpoint is intact: rerun to resume from it exactly; lower "
             "train.num_workers or train.batch_size if memory is short"
         ) from None
+
+
+def dead_worker(exc: BaseException) -> RuntimeError | None:
+    """PyTorch's report of a dead DataLoader worker in the chain of `exc`: its SIGCHLD handler raises
+    wherever the main thread happens to be, and library code there may wrap it (inspect turns it into
+    "TypeError: unsupported callable")."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def run_stage(p: Params) -> None:
