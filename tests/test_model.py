@@ -55,9 +55,14 @@ def test_flops_per_token_is_six_n_plus_attention(model):
 
 
 def test_weight_decay_applies_to_matrices_only(model):
-    decay, no_decay = model.optimizer_groups(0.1)
-    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    groups = {group["name"]: group for group in model.optimizer_groups(0.1)}
+    assert list(groups) == ["embedding", "decay", "no_decay"]  # tied: the head is the token embedding
+    assert groups["embedding"]["params"] == [model.token_embedding.weight, model.position_embedding.weight]
+    assert all(g["weight_decay"] == 0.1 for g in (groups["embedding"], groups["decay"]))
+    assert all(p.dim() == 2 for p in groups["decay"]["params"]) and groups["no_decay"]["weight_decay"] == 0.0
+    assert all(p.dim() == 1 for p in groups["no_decay"]["params"])
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+    assert all("lr" not in g for g in groups.values())  # no lr of their own: the optimizer's
 
 
 def test_export_loads_without_lightning_and_gives_the_same_logits(model, tmp_path):
