@@ -74,14 +74,19 @@ def start(name: str, changes: dict, steps: int, val_every: int, threads: int, sc
     return process, work, time.perf_counter()
 
 
+def val_curve(rows: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """(optimizer steps trained, val BPB): the first row is a fresh run's validation before training,
+    and DVCLive logs the one after step s at s - 1."""
+    return [(0, rows[0][1])] + [(step + 1, bpb) for step, bpb in rows[1:]]
+
+
 def finish(name: str, changes: dict, process, work: Path, began: float) -> dict:
     """Wait for a run; its val BPB curve and how long it took."""
     _, stderr = process.communicate()
     if process.returncode:
         raise SystemExit(f"{name}: the train stage failed:\n{stderr.decode()[-2000:]}")
     seconds = time.perf_counter() - began
-    # DVCLive logs a validation after step s at s - 1
-    curve = [(step + 1, bpb) for step, bpb in tsv(work / "metrics/train/plots/metrics/val/bpb.tsv")]
+    curve = val_curve(tsv(work / "metrics/train/plots/metrics/val/bpb.tsv"))
     shutil.rmtree(work)
     return {"changes": changes, "val_bpb_curve": curve, "final_val_bpb": curve[-1][1], "seconds": seconds}
 
