@@ -430,6 +430,31 @@ MUTANTS = [
         ),
         ("tests/test_megatron_import.py::test_documents_without_the_separator_are_refused",),
     ),
+    Mutant(
+        "zero_init starts the residual output projections at zero",
+        "pipeline/model/gpt.py",
+        (("            if residual and self.config.zero_init:", "            if False:"),),
+        (
+            "tests/test_model.py::test_zero_init_starts_projections_and_an_untied_head_at_zero_and_the_first_steps_train_them",
+        ),
+    ),
+    Mutant(
+        "Muon takes the momentum warm-up's value at every step, a resumed job's too",
+        "pipeline/training/module.py",
+        (
+            (
+                'group["momentum"] = muon_momentum(self.global_step, self.train_params)',
+                'group["momentum"] = self.train_params.muon_momentum',
+            ),
+        ),
+        ("tests/test_schedule.py::test_muon_uses_the_warm_up_momentum_at_every_step_also_after_a_resume_mid_warm_up",),
+    ),
+    Mutant(
+        "the embedding trains at train.embedding_lr, scaled by the schedule",
+        "pipeline/model/gpt.py",
+        (('group("embedding", embedding, weight_decay, embedding_lr)', 'group("embedding", embedding, weight_decay)'),),
+        ("tests/test_schedule.py::test_each_parameter_group_trains_at_its_own_peak_times_the_schedule",),
+    ),
 ]
 
 

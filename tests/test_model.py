@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.config.schema import TrainParams
-from pipeline.model.gpt import GPT, GPTConfig, rope_tables, rotate
+from pipeline.model.gpt import GPT, GPTConfig, cross_entropy, rope_tables, rotate
 from pipeline.training.schedule import lr_factor
 from tests.helpers import REPO
 
@@ -55,9 +55,14 @@ def test_flops_per_token_is_six_n_plus_attention(model):
 
 
 def test_weight_decay_applies_to_matrices_only(model):
-    decay, no_decay = model.optimizer_groups(0.1)
-    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    groups = {group["name"]: group for group in model.optimizer_groups(0.1)}
+    assert list(groups) == ["embedding", "decay", "no_decay"]  # tied: the head is the token embedding
+    assert groups["embedding"]["params"] == [model.token_embedding.weight, model.position_embedding.weight]
+    assert all(g["weight_decay"] == 0.1 for g in (groups["embedding"], groups["decay"]))
+    assert all(p.dim() == 2 for p in groups["decay"]["params"]) and groups["no_decay"]["weight_decay"] == 0.0
+    assert all(p.dim() == 1 for p in groups["no_decay"]["params"])
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+    assert all("lr" not in g for g in groups.values())  # no lr of their own: the optimizer's
 
 
 def test_export_loads_without_lightning_and_gives_the_same_logits(model, tmp_path):
@@ -183,6 +188,57 @@ def test_muon_split_qkv_orthogonalises_each_attentions_q_k_and_v_apart():
     assert len(qkv) == CONFIG.n_layer
     apart, whole = dict(models[True].named_parameters()), dict(models[False].named_parameters())
     assert {name for name in apart if not torch.equal(apart[name], whole[name])} == qkv
+
+
+def zeroed(model: GPT) -> list[torch.Tensor]:
+    """What model.zero_init starts at zero: every residual output projection, then an untied head."""
+    projections = [w for b in model.blocks for w in (b.attn.proj.weight, b.mlp.down.weight)]
+    return projections + ([] if model.config.tie_embeddings else [model.lm_head.weight])
+
+
+def test_zero_init_starts_projections_and_an_untied_head_at_zero_and_the_first_steps_train_them():
+    from pipeline.training.optimizers import MuonWithAdamW
+
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(CONFIG, **VARIANTS["modern-relu2-untied"], zero_init=True))
+    weights = zeroed(model)
+    assert len(weights) == 2 * CONFIG.n_layer + 1 and not any(w.any() for w in weights)
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.1)  # the rest as before
+    assert model.token_embedding.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    optimizer = MuonWithAdamW(model, TrainParams(optimizer="muon", lr=0.003, muon_lr=0.02))
+    idx = torch.randint(0, CONFIG.vocab_size, (8, CONFIG.block_size + 1))
+    losses, gradients = [], []
+    for _ in range(10):
+        loss = cross_entropy(model(idx[:, :-1]), idx[:, 1:])
+        loss.backward()
+        losses.append(loss.item())
+        gradients.append([w.grad.abs().sum().item() for w in weights])
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[0] == pytest.approx(math.log(CONFIG.vocab_size))  # uniform first predictions
+    assert gradients[0][-1] > 0 and not any(gradients[0][:-1])  # step 0: only the head learns
+    assert all(g > 0 for g in gradients[1])  # then the head passes gradients into every projection
+    assert not any(w.eq(0).all() for w in weights) and losses[-1] < losses[0] - 0.5
+
+
+def test_zero_init_leaves_a_tied_head_its_init_and_the_export_its_keys_and_shapes(tmp_path):
+    from pipeline.export.hf import llama_config, llama_weights
+
+    torch.manual_seed(0)
+    tied = GPT(dataclasses.replace(CONFIG, zero_init=True))
+    assert not any(w.any() for w in zeroed(tied))
+    assert tied.lm_head.weight is tied.token_embedding.weight  # the token embedding: never zeroed
+    assert tied.token_embedding.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    pieces = {**VARIANTS["modern"], "tie_embeddings": False}
+    plain, zero = (GPT(dataclasses.replace(CONFIG, **pieces, zero_init=z)) for z in (False, True))
+    shapes = lambda state: {k: v.shape for k, v in state.items()}  # noqa: E731
+    assert shapes(zero.state_dict()) == shapes(plain.state_dict())
+    assert shapes(llama_weights(zero)) == shapes(llama_weights(plain))
+    assert llama_config(zero, 2, 0, 1) == llama_config(plain, 2, 0, 1)  # a stock Qwen3 either way
+    zero.save_pretrained(tmp_path)
+    loaded = GPT.from_pretrained(tmp_path)
+    assert loaded.config == zero.config and loaded.config.zero_init
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), zero.state_dict().values()))
 
 
 FSDP_CHECK = """

@@ -269,6 +269,19 @@ def test_muon_is_refused_with_a_strategy_that_shards_matrices(tmp_path):
     ).train.muon_split_qkv
 
 
+def test_momentum_warm_up_and_group_learning_rates_are_checked(tmp_path):
+    expect_error(tmp_path, lambda raw: raw["train"].update(muon_momentum_start=1.0), "train.muon_momentum_start")
+    expect_error(
+        tmp_path, lambda raw: raw["train"].update(muon_momentum_warmup_steps=-1), "train.muon_momentum_warmup_steps"
+    )
+    expect_error(tmp_path, lambda raw: raw["train"].update(embedding_lr=0.0), "train.embedding_lr", "positive")
+    expect_error(tmp_path, lambda raw: raw["train"].update(head_lr=-0.1), "train.head_lr", "positive")
+    tied = lambda raw: (raw["model"].update(tie_embeddings=True), raw["train"].update(head_lr=0.001))  # noqa: E731
+    expect_error(tmp_path, tied, "train.head_lr", "train.embedding_lr")
+    p = load_with(tmp_path, lambda raw: raw["train"].update(embedding_lr=0.01, head_lr=0.001))
+    assert (p.train.embedding_lr, p.train.head_lr, p.model.zero_init) == (0.01, 0.001, False)
+
+
 SLIMPAJAMA_TRAIN_FILES = [5912, 5911, 5919, 5917, 5933, 5915, 5906, 5921, 5920, 5912]  # chunk1..10, published listing
 
 

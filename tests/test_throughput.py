@@ -173,7 +173,7 @@ def test_tokens_per_s_and_mfu_count_training_time_not_the_validations_inside_it(
 def test_every_parameter_groups_lr_is_logged_and_every_step_lightning_logs_is_checked(
     tmp_path, small_model, token_arrays
 ):
-    """Muon's matrices and AdamW's two groups each log their own learning rate (each group's peak times
+    """Muon's matrices and AdamW's groups each log their own learning rate (each group's peak times
     the schedule), and every step whose loss Lightning logs is one whose result the stage checks
     (is_report_step): with log_every 3, Lightning logs steps 2, 5, 8, ..."""
     repo = project(tmp_path, small_model, token_arrays, train__log_every=3, train__optimizer="muon")
@@ -183,7 +183,7 @@ def test_every_parameter_groups_lr_is_logged_and_every_step_lightning_logs_is_ch
     assert logged == [2, 5, 8, 11, 14, 17, 20, 23]
     params = load_params(repo / "params.yaml").train
     assert all(is_report_step(step, params) for step in logged)
-    peaks = {"muon": params.muon_lr, "decay": params.lr, "no_decay": params.lr}
+    peaks = {"muon": params.muon_lr, "embedding": params.lr, "head": params.lr, "no_decay": params.lr}
     for group, peak in peaks.items():
         rows = (plots / "lr" / f"{group}.tsv").read_text().splitlines()[1:]
         values = {int(step): float(value) for step, value in (row.split("\t") for row in rows)}

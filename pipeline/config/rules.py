@@ -97,6 +97,8 @@ def _check_shard(shard: Shard, where: str, fail) -> None:
 def _check_training(p: Params, fail) -> None:
     _check_model(p.model, fail)
     _check_train(p.train, fail)
+    if p.model.tie_embeddings and p.train.head_lr is not None:
+        raise fail("train.head_lr", "the head is the token embedding (model.tie_embeddings): set train.embedding_lr")
     _check_splits(p, fail)
 
 
@@ -160,8 +162,16 @@ def _check_train(t, fail) -> None:
             "train.optimizer",
             f"muon orthogonalises whole matrices, and train.strategy {t.strategy} shards them; use ddp",
         )
-    if not 0 <= t.muon_momentum < 1:
-        raise fail("train.muon_momentum", "must be in [0, 1)")
+    for name in ("muon_momentum", "muon_momentum_start"):
+        if not 0 <= getattr(t, name) < 1:
+            raise fail(f"train.{name}", "must be in [0, 1)")
+    if t.muon_momentum_warmup_steps < 0:
+        raise fail("train.muon_momentum_warmup_steps", "must not be negative")
+    for name in ("embedding_lr", "head_lr"):
+        if getattr(t, name) is not None and not getattr(t, name) > 0:
+            raise fail(
+                f"train.{name}", f"{getattr(t, name)} is no learning rate: give a positive one, or null (train.lr)"
+            )
     if t.muon_split_qkv and t.optimizer != "muon":
         raise fail("train.muon_split_qkv", f"splits Muon's Q, K and V, and train.optimizer is {t.optimizer}")
 

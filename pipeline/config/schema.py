@@ -121,6 +121,9 @@ class ModelParams:
     at high learning rates."""
     tie_embeddings: bool = True
     """One matrix reads and writes tokens (GPT-2); False gives the output head its own."""
+    zero_init: bool = False
+    """Start the residual output projections (attention's and the MLP's) and an untied head at zero: each
+    block starts as the identity, the first predictions uniform. A tied head keeps its normal init."""
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,18 @@ class TrainParams:
     muon_lr: float = 0.02
     """Peak learning rate of Muon's matrices (train.optimizer: muon); the same schedule as lr."""
     muon_momentum: float = 0.95
-    """Muon's Nesterov momentum."""
+    """Muon's Nesterov momentum (after its warm-up)."""
     muon_split_qkv: bool = False
     """Muon orthogonalises each attention's Q, K and V weights apart (three n_embd x n_embd blocks), not
     as one stacked 3 * n_embd x n_embd matrix (train.optimizer: muon)."""
+    muon_momentum_start: float = 0.85
+    """Muon's momentum at step 0, rising linearly to muon_momentum over muon_momentum_warmup_steps."""
+    muon_momentum_warmup_steps: int = 0
+    """Steps of Muon's momentum warm-up; 0: muon_momentum from the first step."""
+    embedding_lr: float | None = None
+    """Peak learning rate (AdamW) of the token and position embeddings, and of a tied head; None: lr."""
+    head_lr: float | None = None
+    """Peak learning rate (AdamW) of an untied output head; None: lr. A tied head takes embedding_lr."""
     min_lr: float = 1e-4
     """Learning rate at the end of the decay (cosine: at and after decay_steps; wsd: at max_steps)."""
     schedule: Literal["cosine", "wsd"] = "cosine"

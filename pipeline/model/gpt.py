@@ -150,12 +150,20 @@ class GPT(nn.Module):
         self.loss_chunk_rows = CHUNK_ROWS
         """Tokens whose logits the loss holds at once (pipeline/model/loss.py); like the above, no weight."""
         self.apply(self._init_weights)
+        if config.zero_init and not config.tie_embeddings:
+            # a tied head is the token embedding: zeroed, every input would be the same zero vector and no
+            # gradient could reach it, so only an untied head starts at zero (uniform first predictions)
+            nn.init.zeros_(self.lm_head.weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            # GPT-2: residual projections scaled down so the residual stream's variance stays put with depth
-            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "residual", False) else 0.02
-            nn.init.normal_(module.weight, mean=0.0, std=std)
+            residual = getattr(module, "residual", False)
+            if residual and self.config.zero_init:
+                nn.init.zeros_(module.weight)  # each block starts as the identity; the head's gradient wakes it
+            else:
+                # GPT-2: residual projections scaled down so the residual stream's variance stays put with depth
+                std = 0.02 / math.sqrt(2 * self.config.n_layer) if residual else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -211,15 +219,30 @@ class GPT(nn.Module):
         rope = 9 * 2 * c.n_embd * c.n_layer if c.position == "rope" else 0
         return 6 * self.n_params() + 12 * c.n_layer * c.n_embd * c.block_size + rope
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Matrices decay; biases, norm gains and nothing else do not. Each group is named (for its lr in the logs)."""
-        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
-        decay = [p for p in params.values() if p.dim() >= 2]
-        no_decay = [p for p in params.values() if p.dim() < 2]
-        return [
-            {"name": "decay", "params": decay, "weight_decay": weight_decay},
-            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+    def optimizer_groups(
+        self, weight_decay: float, embedding_lr: float | None = None, head_lr: float | None = None
+    ) -> list[dict]:
+        """Matrices decay; biases, norm gains and nothing else do not. The token (and position) embedding
+        and an untied head are groups of their own, at `embedding_lr` and `head_lr` where given (None:
+        the optimizer's lr); a tied head is the token embedding, in `embedding`. Each group is named (for
+        its lr in the logs); a group with no parameters is left out."""
+        embedding = [self.token_embedding.weight] + (
+            [self.position_embedding.weight] if self.position_embedding is not None else []
+        )
+        head = [] if self.config.tie_embeddings else [self.lm_head.weight]
+        own = {id(w) for w in embedding + head}
+        rest = [w for w in self.parameters() if w.requires_grad and id(w) not in own]
+
+        def group(name: str, params: list, decay: float, lr: float | None = None) -> dict:
+            return {"name": name, "params": params, "weight_decay": decay} | ({"lr": lr} if lr is not None else {})
+
+        groups = [
+            group("embedding", embedding, weight_decay, embedding_lr),
+            group("head", head, weight_decay, head_lr),
+            group("decay", [w for w in rest if w.dim() >= 2], weight_decay),
+            group("no_decay", [w for w in rest if w.dim() < 2], 0.0),
         ]
+        return [g for g in groups if g["params"]]
 
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The 2-D weights inside the blocks (attention and MLP): what Muon orthogonalises. Embeddings,

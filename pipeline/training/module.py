@@ -10,7 +10,7 @@ from pipeline.config.schema import TrainParams
 from pipeline.core.errors import PipelineError
 from pipeline.model.gpt import GPT, GPTConfig
 from pipeline.training.optimizers import MuonWithAdamW
-from pipeline.training.schedule import lr_factor
+from pipeline.training.schedule import lr_factor, muon_momentum
 
 
 def is_report_step(step: int, p: TrainParams) -> bool:
@@ -60,9 +60,18 @@ class GPTModule(pl.LightningModule):
         self.log("train/loss", loss)
         return loss
 
+    def set_muon_momentum(self) -> None:
+        """Muon's momentum for the step about to be taken (schedule.muon_momentum), in every group that has
+        one (Muon's: AdamW's groups have betas), which Muon reads afresh each step."""
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                if "momentum" in group:
+                    group["momentum"] = muon_momentum(self.global_step, self.train_params)
+
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Stop before a non-finite loss reaches the weights of anything written (see is_report_step);
-        every rank agrees, so all stop together."""
+        """Set Muon's momentum for this step; then stop before a non-finite loss reaches the weights of
+        anything written (see is_report_step); every rank agrees, so all stop together."""
+        self.set_muon_momentum()
         if self._finite is None or not is_report_step(self.global_step, self.train_params):
             return
         finite = bool(self._finite.item())
@@ -96,7 +105,7 @@ class GPTModule(pl.LightningModule):
         p = self.train_params
         if p.optimizer == "adamw":
             optimizer = torch.optim.AdamW(
-                self.model.optimizer_groups(p.weight_decay),
+                self.model.optimizer_groups(p.weight_decay, p.embedding_lr, p.head_lr),
                 lr=p.lr,
                 betas=(p.beta1, p.beta2),
                 fused=self.device.type == "cuda",
@@ -108,7 +117,9 @@ class GPTModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """A checkpoint holds the learning rate its own job's schedule set for the next step; a job toward
-        another horizon (a wsd run extended, or cooled down early) sets this job's, as its scheduler would."""
+        another horizon (a wsd run extended, or cooled down early) sets this job's, as its scheduler would;
+        Muon's momentum too, which a checkpoint holds as it was at its last step."""
+        self.set_muon_momentum()
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             groups = scheduler.optimizer.param_groups

@@ -9,8 +9,9 @@ from pipeline.training.muon import Muon
 
 class MuonWithAdamW(torch.optim.Optimizer):
     """Muon on the model's hidden matrices and AdamW on the rest, as one optimizer for Lightning: one
-    step steps both, the warm-up/cosine schedule scales every group's own peak (train.muon_lr, train.lr),
-    gradient clipping sees every parameter, and a checkpoint holds both states."""
+    step steps both, the warm-up/cosine schedule scales every group's own peak (train.muon_lr, train.lr,
+    train.embedding_lr, train.head_lr), gradient clipping sees every parameter, and a checkpoint holds
+    both states; Muon reads its momentum from its group each step (train.muon_momentum's warm-up)."""
 
     def __init__(self, model: nn.Module, p: TrainParams, fused: bool = False):
         hidden = {id(w) for w in model.hidden_matrices()}
@@ -23,7 +24,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         )
         rest = [
             {**group, "params": [w for w in group["params"] if id(w) not in hidden]}
-            for group in model.optimizer_groups(p.weight_decay)
+            for group in model.optimizer_groups(p.weight_decay, p.embedding_lr, p.head_lr)
         ]
         self.adamw = torch.optim.AdamW(
             [group for group in rest if group["params"]], lr=p.lr, betas=(p.beta1, p.beta2), fused=fused

@@ -8,6 +8,9 @@ Both warm up linearly over train.warmup_steps. Then:
   can be extended from any checkpoint before the cooldown (a larger max_steps), or cooled down from
   any such checkpoint (a max_steps whose cooldown begins there: continues_exactly decides which
   checkpoint a job may continue from).
+
+Muon's momentum has a warm-up of its own (muon_momentum): a low momentum while the first gradients
+point anywhere, the full one after.
 """
 
 import math
@@ -35,6 +38,15 @@ def lr_factor(step: int, p: TrainParams) -> float:
         return floor
     progress = (step - p.warmup_steps) / max(1, p.decay_steps - p.warmup_steps)
     return (p.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (p.lr - p.min_lr)) / p.lr
+
+
+def muon_momentum(step: int, p: TrainParams) -> float:
+    """Muon's momentum at optimizer step `step` (0-based): muon_momentum_start at step 0, rising linearly
+    to muon_momentum at muon_momentum_warmup_steps and held there."""
+    if step >= p.muon_momentum_warmup_steps:
+        return p.muon_momentum
+    done = step / p.muon_momentum_warmup_steps
+    return p.muon_momentum_start + done * (p.muon_momentum - p.muon_momentum_start)
 
 
 def continues_exactly(step: int, trained_toward: int, p: TrainParams) -> bool:

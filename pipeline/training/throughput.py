@@ -168,6 +168,8 @@ class TokenThroughput(pl.Callback):
         metrics = {"train/tokens": float(pl_module.tokens_seen())}
         for number, group in enumerate(trainer.optimizers[0].param_groups):
             metrics[f"train/lr/{group.get('name', number)}"] = group["lr"]
+            if "momentum" in group:  # Muon's, as its warm-up set it for the step just taken
+                metrics[f"train/momentum/{group.get('name', number)}"] = group["momentum"]
         pl_module.log_dict(metrics, rank_zero_only=True)
         if timing and trainer.is_global_zero:
             self.last = timing
