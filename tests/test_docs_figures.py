@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from tests.helpers import REPO
 
@@ -14,6 +15,7 @@ METRICS = json.loads((REPO / "metrics/eval.json").read_text())
 SAMPLE = json.loads((REPO / "bench/results/sample.json").read_text())
 EARLIER = SAMPLE["earlier"]
 RESULTS_TABLES = ["README.md", "docs/training.md"]  # "Results on the embedded sample"
+STEPS = yaml.safe_load((REPO / "params.yaml").read_text())["train"]["max_steps"]  # what make run trains
 
 
 def row(doc: str, starts: str) -> list[str]:
@@ -31,7 +33,7 @@ def one(doc: str, pattern: str) -> re.Match:
 
 @pytest.mark.parametrize("doc", RESULTS_TABLES)
 def test_the_samples_bits_per_byte_in_the_docs_are_the_committed_metrics(doc):
-    stated = row(doc, "modern + Muon, 300 steps (params.yaml)")
+    stated = row(doc, f"modern + Muon, {STEPS} steps (params.yaml)")
     assert stated == [f"{METRICS['val']['bpb']:.4f}", f"{METRICS['test']['bpb']:.4f}"], doc
     earlier = EARLIER["gpt2 + adamw, 300 steps"]
     assert row(doc, "GPT-2 + AdamW, 300 steps") == [f"{earlier['val_bpb']:.4f}", f"{earlier['test_bpb']:.4f}"], doc
@@ -43,6 +45,8 @@ def test_the_time_of_make_run_and_of_its_stages_are_the_recorded_ones():
     assert int(minutes.group(1)) == round(run["minutes"])
     times = one("docs/training.md", r"training (\d+) s,\s+evaluation (\d+) s")
     assert [int(x) for x in times.groups()] == [round(run["stages"]["train"]), round(run["stages"]["evaluate"])]
+    for doc in RESULTS_TABLES:
+        one(doc, rf"{STEPS:,} steps of 16 × 256 tokens")
     gpt2 = one("docs/training.md", r"lr 0\.002; training (\d+) s\)")
     assert int(gpt2.group(1)) == EARLIER["gpt2 + adamw, 300 steps"]["training_s"]
 

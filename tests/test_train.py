@@ -189,11 +189,12 @@ def test_a_checkpoint_made_by_other_training_code_is_not_continued(tmp_path, sma
     assert trained(8, 0) in result.stdout
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_batch(
-    tmp_path, small_model, token_arrays, optimizer
+    tmp_path, small_model, token_arrays
 ):
-    common = {"train__max_steps": 8, "train__optimizer": optimizer}
+    """AdamW, so the two runs agree to float summation order (Muon's bfloat16 Newton-Schulz would blur
+    that to ~1e-2); Muon shared across two ranks is tested on its own in tests/test_muon.py."""
+    common = {"train__max_steps": 8, "train__optimizer": "adamw"}
     one = project(tmp_path / "one", small_model, token_arrays, train__batch_size=8, **common)
     two = project(
         tmp_path / "two",
@@ -207,19 +208,10 @@ def test_two_process_ddp_reads_the_same_samples_as_one_process_with_twice_the_ba
     for repo in (one, two):
         train(repo)
     a, b = weights(one), weights(two)
-    # equal up to the order of float sums; torch.optim.Muon orthogonalises in bfloat16, which turns those
-    # ~1e-7 differences into ~3e-3 (measured), still far below another seed's ~0.15
-    tolerance = 1e-5 if optimizer == "adamw" else 1e-2
-    assert all(torch.allclose(a[k], b[k], atol=tolerance) for k in a)
-    if optimizer == "muon":  # the loose tolerance still tells runs apart: another seed is far outside it
-        other_seed = project(tmp_path / "seed", small_model, token_arrays, train__batch_size=8, train__seed=7, **common)
-        train(other_seed)
-        c = weights(other_seed)
-        assert not all(torch.allclose(a[k], c[k], atol=10 * tolerance) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-@pytest.mark.parametrize("arch", ["gpt2", "modern"])
+@pytest.mark.parametrize(("arch", "optimizer"), [("gpt2", "adamw"), ("modern", "muon")])
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     tmp_path, small_model, token_arrays, optimizer, arch
 ):
