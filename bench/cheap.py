@@ -47,6 +47,21 @@ def runs(steps: int) -> dict[str, dict]:
         "momentum warm-up": {"train": warm_up},
         "embedding and head lr": {"train": GROUP_LRS},
         "all three": {"model": {"zero_init": True}, "train": warm_up | GROUP_LRS},
+        # which half of the group learning rates does what, and the seed noise of the two closest
+        "embedding lr only": {"train": {"embedding_lr": GROUP_LRS["embedding_lr"]}},
+        "head lr only": {"train": {"head_lr": GROUP_LRS["head_lr"]}},
+        "zero_init, seed 1338": {"model": {"zero_init": True}, "train": {"seed": 1338}},
+        "momentum warm-up, seed 1338": {"train": warm_up | {"seed": 1338}},
+        # the embedding's lr helped and the head's lower lr hurt: around them
+        "embedding lr only, seed 1338": {"train": {"embedding_lr": GROUP_LRS["embedding_lr"], "seed": 1338}},
+        "embedding lr 0.02": {"train": {"embedding_lr": 0.02}},
+        "head lr 0.008": {"train": {"head_lr": 0.008}},
+        # both helped: together
+        "head lr 0.008, seed 1338": {"train": {"head_lr": 0.008, "seed": 1338}},
+        "embedding lr 0.012 and head lr 0.008": {"train": {"embedding_lr": 0.012, "head_lr": 0.008}},
+        "embedding lr 0.012 and head lr 0.008, seed 1338": {
+            "train": {"embedding_lr": 0.012, "head_lr": 0.008, "seed": 1338}
+        },
     }
 
 
