@@ -24,7 +24,7 @@ from common import REPO, save
 STEPS = 150
 VAL_EVERY = 10
 SCHEDULE = {"val_check_interval": VAL_EVERY, "checkpoint_every": STEPS, "log_every": 10}
-BASELINE = {"model": {"arch": "gpt2"}, "train": {"optimizer": "adamw", "lr": 0.002}}
+BASELINE = {"model": {"arch": "gpt2"}, "train": {"optimizer": "adamw", "lr": 0.002, "head_lr": None}}
 MODERN = {
     "arch": "modern",
     "position": "rope",
@@ -39,7 +39,7 @@ SWEEP = {  # one change at a time from SWEPT_FROM
     "muon lr 0.04": {"model": MODERN, "train": {"optimizer": "muon", "lr": 0.004, "muon_lr": 0.04}},
     "adamw lr 0.002": {"model": MODERN, "train": {"optimizer": "muon", "lr": 0.002, "muon_lr": 0.02}},
     "no qk_norm": {"model": {**MODERN, "qk_norm": False}, "train": SWEPT_FROM["train"]},
-    "gpt2 + muon": {"model": {"arch": "gpt2"}, "train": SWEPT_FROM["train"]},
+    "gpt2 + muon": {"model": {"arch": "gpt2"}, "train": {**SWEPT_FROM["train"], "head_lr": None}},
     "modern + adamw": {"model": MODERN, "train": {"optimizer": "adamw", "lr": 0.002}},
 }
 DEFAULTS = SWEEP["muon lr 0.01"]  # the sweep's winner: params.yaml's model and train settings

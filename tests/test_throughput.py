@@ -183,7 +183,12 @@ def test_every_parameter_groups_lr_is_logged_and_every_step_lightning_logs_is_ch
     assert logged == [2, 5, 8, 11, 14, 17, 20, 23]
     params = load_params(repo / "params.yaml").train
     assert all(is_report_step(step, params) for step in logged)
-    peaks = {"muon": params.muon_lr, "embedding": params.lr, "head": params.lr, "no_decay": params.lr}
+    peaks = {
+        "muon": params.muon_lr,
+        "embedding": params.embedding_lr or params.lr,
+        "head": params.head_lr or params.lr,
+        "no_decay": params.lr,
+    }
     for group, peak in peaks.items():
         rows = (plots / "lr" / f"{group}.tsv").read_text().splitlines()[1:]
         values = {int(step): float(value) for step, value in (row.split("\t") for row in rows)}

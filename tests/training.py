@@ -151,6 +151,7 @@ GPT2 = {
     "model__mlp": "gelu",
     "model__qk_norm": False,
     "model__tie_embeddings": True,
+    "train__head_lr": None,  # the head is the token embedding: embedding_lr trains it
 }
 MODERN = {
     "model__arch": "modern",

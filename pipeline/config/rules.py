@@ -172,8 +172,6 @@ def _check_train(t, fail) -> None:
             raise fail(
                 f"train.{name}", f"{getattr(t, name)} is no learning rate: give a positive one, or null (train.lr)"
             )
-    if t.muon_split_qkv and t.optimizer != "muon":
-        raise fail("train.muon_split_qkv", f"splits Muon's Q, K and V, and train.optimizer is {t.optimizer}")
 
 
 def _check_splits(p: Params, fail) -> None:

@@ -48,6 +48,11 @@ def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool,
 
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:
             super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+            # the schedule (train/lr/<group>, train/momentum/<group>) is plotted, not a headline figure:
+            # out of metrics.json, so `dvc metrics show` stays one screen wide
+            train = self.experiment.summary.get("train")
+            if isinstance(train, dict) and [train.pop(key) for key in ("lr", "momentum") if key in train]:
+                self.experiment.make_summary()
 
     found = [StepsLogger(dir=str(TRAIN_METRICS_DIR), dvcyaml=None, save_dvc_exp=False, resume=resuming)]
     if train.wandb.mode != "disabled":
