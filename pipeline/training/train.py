@@ -40,12 +40,14 @@ LOSS_CURVE = TRAIN_METRICS_DIR / "loss.png"
 
 def loggers(train: TrainParams, model: ModelParams, run_id: str, resuming: bool, rank_zero: bool) -> list:
     from dvclive.lightning import DVCLiveLogger
+    from pytorch_lightning.utilities import rank_zero_only
 
     class StepsLogger(DVCLiveLogger):
         """DVCLive without the `epoch` Lightning adds to every log call: training is one endless epoch."""
 
         tracked = True  # its files are DVC outputs: no wall-clock figure goes to it (TokenThroughput)
 
+        @rank_zero_only  # as DVCLive's own: the other ranks' experiment is a stand-in
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:
             super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
             # the schedule (train/lr/<group>, train/momentum/<group>) is plotted, not a headline figure:
