@@ -78,17 +78,22 @@ def test_rates_are_tokens_over_training_seconds_and_mfu_is_their_flops_over_ever
     assert rates(1000, 2.0, 6e6, 4, 1e12)["train/mfu"] == pytest.approx(1000 * 6e6 / (2.0 * 4e12))
 
 
-class SlowValidation(pl.Callback):
-    """Every validation inside fit lasts at least `pause` seconds; the intervals between log points and
-    the validation time inside each, as this callback sees them."""
+class SlowFit(pl.Callback):
+    """Every validation inside fit lasts at least `pause` seconds and every training step `step_pause`;
+    the intervals between log points and the validation time inside each, as this callback sees them."""
 
-    def __init__(self, pause: float, log_every: int):
-        self.pause, self.log_every = pause, log_every
+    def __init__(self, pause: float, log_every: int, step_pause: float = 0.1):
+        self.pause, self.log_every, self.step_pause = pause, log_every, step_pause
         self.marks: list[float] = []
         self.validating: list[float] = [0.0]
 
     def on_train_start(self, trainer, pl_module):
         self.marks.append(time.perf_counter())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # a step of the tiny model takes milliseconds, as long as the scheduler's jitter between two
+        # callbacks on a loaded machine: a longer step keeps the comparison about what is counted
+        time.sleep(self.step_pause)
 
     def on_validation_start(self, trainer, pl_module):
         self.began = time.perf_counter()
@@ -135,7 +140,7 @@ def test_tokens_per_s_and_mfu_count_training_time_not_the_validations_inside_it(
         directory / "data/tokenizer/spm.model",
         1000,
     )
-    meter, slow = TokenThroughput(log_every, peak_flops=1e12), SlowValidation(0.75, log_every)
+    meter, slow = TokenThroughput(log_every, peak_flops=1e12), SlowFit(0.75, log_every)
     timings = []
 
     class Keep(pl.Callback):

@@ -114,8 +114,10 @@ class OrderedPool:
             if self.connections[i] in ready:
                 try:
                     self.results[self.holding[i]] = self.connections[i].recv()
-                except EOFError:
-                    continue  # its pipe closed mid-message: it died; its sentinel says how
+                except (EOFError, OSError):
+                    # its end closed before or inside a message ("got end of file during message"):
+                    # only a dying worker closes its end while the parent holds the other
+                    self._died(i)
                 self.holding[i] = None
         for i, process in enumerate(self.processes):
             if process.sentinel in ready:

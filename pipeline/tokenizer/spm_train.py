@@ -117,7 +117,7 @@ def _outcome(receive, child, log: Path) -> str | None:
     """What the child reported (None for success), or how it died when it could not report."""
     try:
         return receive.recv()
-    except EOFError:  # the child ended without a word: a signal (the OOM killer) or a hard crash
+    except (EOFError, OSError):  # the child ended without a (whole) word: a signal (the OOM killer), a crash
         return (
             f"the trainer process died with {describe_exit(child.exitcode)}; SentencePiece needs about "
             f"{RAM_PER_TEXT_BYTE}x its corpus in memory: lower corpus.max_lines or train on a machine with "
