@@ -26,6 +26,7 @@ scale.py refuses, with the numbers, a plan the disk cannot hold.
     python bench/scale.py all                         # a quarter size, then the largest: the 4x comparison
     python bench/scale.py workers --gb 0.4            # words and pretokenize: 1 worker against 2, side by side
     python bench/scale.py report                      # the targets, from bench/results/scale.json
+    python bench/scale.py report --pair quarter small-third  # the same between two other runs
 
 Everything lives under --work (default /work/scale, outside git); results go to
 bench/results/scale.json, written after every stage. Hours on 2 cores: run it detached and niced,
@@ -447,14 +448,16 @@ def workers_check(shard_gb: float, work: Path, rounds: int, commit: str) -> dict
 # ---------------------------------------------------------------------------------------------- report
 
 
-def report() -> dict:
-    """The targets, from the saved runs: peak RSS between the sizes, the tokenizer's peak, disk."""
+def report(smaller: str = "small", larger: str = "large") -> dict:
+    """The targets, from the saved runs: peak RSS between two sizes (runs named `smaller` and `larger`),
+    the larger run's tokenizer peak, disk."""
     results = json.loads(RESULT_FILE.read_text())
     runs = results.get("runs", {})
     out: dict = {}
-    if "small" in runs and "large" in runs:
-        small, large = runs["small"]["stages"], runs["large"]["stages"]
-        out["size_ratio"] = round(runs["large"]["shard_text_gb"] / runs["small"]["shard_text_gb"], 2)
+    if smaller in runs and larger in runs:
+        small, large = runs[smaller]["stages"], runs[larger]["stages"]
+        out["compared"] = [smaller, larger]
+        out["size_ratio"] = round(runs[larger]["shard_text_gb"] / runs[smaller]["shard_text_gb"], 2)
         out["peak_rss_large_over_small"] = {
             step: {
                 "ratio": round(large[step]["peak_rss_tree_mb"] / max(small[step]["peak_rss_tree_mb"], 1), 3),
@@ -466,8 +469,8 @@ def report() -> dict:
         for figures in out["peak_rss_large_over_small"].values():
             if figures["target"] == "at most 1.1x":
                 figures["met"] = figures["ratio"] <= 1.1
-    if "large" in runs and "tokenizer" in runs["large"]["stages"]:
-        peak = runs["large"]["stages"]["tokenizer"]["peak_rss_tree_mb"]
+    if larger in runs and "tokenizer" in runs[larger]["stages"]:
+        peak = runs[larger]["stages"]["tokenizer"]["peak_rss_tree_mb"]
         out["tokenizer_peak_gib"] = round(peak * 1e6 / 2**30, 2)
         out["tokenizer_fits_24_gib"] = peak * 1e6 <= 24 * 2**30
     for name, run_ in runs.items():
@@ -482,8 +485,8 @@ def report() -> dict:
         out[f"disk_{name}"] = rows
     if "workers" in results:
         out["workers"] = results["workers"].get("summary")
-    if "large" in runs:
-        out["cpu_s_per_gb"] = cpu_rates(runs["large"])
+    if larger in runs:
+        out["cpu_s_per_gb"] = cpu_rates(runs[larger])
     print(json.dumps(out, indent=2))
     for name, run_ in runs.items():
         print(
@@ -535,6 +538,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="workers: rounds of 1 and 2 workers")
     parser.add_argument("--keep", action="store_true", help="keep the copy and its data after a run")
     parser.add_argument(
+        "--pair", nargs=2, default=("small", "large"), metavar=("SMALLER", "LARGER"), help="report: the runs compared"
+    )
+    parser.add_argument(
         "--results", type=Path, default=RESULTS / "scale.json", help="the results file (default: %(default)s)"
     )
     parser.add_argument(
@@ -547,7 +553,7 @@ def main() -> None:
         ["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
     if args.what == "report":
-        report()
+        report(*args.pair)
         return
     if args.what == "workers":
         workers_check(args.gb or 0.4, args.work, args.rounds, commit)
