@@ -107,6 +107,12 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "a dead worker named: one killed inside its answer is named with its signal",
+        "pipeline/core/workers.py",
+        (("                except (EOFError, OSError):\n", "                except EOFError:\n"),),
+        ("tests/test_workers.py::test_a_worker_killed_before_or_inside_its_answer_is_named_with_its_signal",),
+    ),
+    Mutant(
         "sampling seeded: the seed and the temperature decide the sample",
         "pipeline/model/gpt.py",
         (
