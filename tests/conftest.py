@@ -1,6 +1,7 @@
 """Fixtures: a real SentencePiece model, a real HTTP server on 127.0.0.1, a repository after `dvc repro`."""
 
 import ast
+import os
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,19 @@ from pipeline.tokenizer import spm_train
 from tests.helpers import LOSSLESS_FLAGS, SAMPLE, sample_documents
 
 BUILT = "built"  # the session fixture that runs the whole pipeline once; its tests share one worker
+CORES_SHARED = pytest.StashKey[int]()  # set when pytest_configure shared the cores: the worker count
+
+
+def pytest_configure(config):
+    """Each pytest-xdist worker gets its share of the cores for torch's OpenMP threads (and, through
+    the environment, for the stages it starts); nothing here has imported torch yet, which reads it
+    once. Unset, every worker's torch takes every core and OpenMP's spinning threads fight over
+    them: the torch-heavy tests ran 1.9x slower on 2 workers (tests/test_schedule.py, test_loss.py
+    and test_muon.py: 240-250 s against 116-132 s on 2 cores). A value the user set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        config.stash[CORES_SHARED] = workers
 
 
 def groups(tests: Path) -> dict[tuple[str, str], str]:

@@ -276,16 +276,17 @@ def test_a_download_dvc_gave_up_on_resumes_from_its_partial_file_on_the_next_rep
 def test_a_queued_experiment_and_one_in_the_workspace_each_train_afresh_with_their_own_metrics(built, tmp_path):
     """How users compare variants: `dvc exp run --queue`, then the queue run (`--run-all` runs it with
     DVC's own queue worker and waits), and `dvc exp run` in the workspace, where the built run's
-    checkpoints are: neither experiment may resume from another run's checkpoints."""
+    checkpoints are: neither experiment may resume from another run's checkpoints. Each runs up to
+    `train` (its own validation is in metrics/train/metrics.json); export and evaluate add nothing here."""
     repo = copy_of(built, tmp_path)
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built")
-    run(repo, "dvc", "exp", "run", "--queue", "-n", "lr-low", "-S", "train.lr=0.001")
+    run(repo, "dvc", "exp", "run", "--queue", "-n", "lr-low", "-S", "train.lr=0.001", "train")
     run(repo, "dvc", "exp", "run", "--run-all", "-j", "1")
     assert "Success" in run(repo, "dvc", "queue", "status").stdout
     logs = run(repo, "dvc", "queue", "logs", "lr-low").stdout
     assert "Running stage 'train'" in logs and re.search(r"run\s+fresh", logs) and "resumed" not in logs, logs[-3000:]
-    in_workspace = run(repo, "dvc", "exp", "run", "-n", "lr-mid", "-S", "train.lr=0.003")
+    in_workspace = run(repo, "dvc", "exp", "run", "-n", "lr-mid", "-S", "train.lr=0.003", "train")
     assert "starting afresh and clearing data/model/checkpoints" in in_workspace.stdout + in_workspace.stderr
     assert "train.lr" in in_workspace.stdout + in_workspace.stderr
     table = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
@@ -296,10 +297,10 @@ def test_a_queued_experiment_and_one_in_the_workspace_each_train_afresh_with_the
             if revision.get("name") in ("lr-low", "lr-mid"):
                 found[revision["name"]] = (
                     data["params"]["params.yaml"]["data"]["train"]["lr"],
-                    data["metrics"]["metrics/eval.json"]["data"]["val"]["bpb"],
+                    data["metrics"]["metrics/train/metrics.json"]["data"]["val"]["bpb"],
                     data["metrics"]["metrics/train/metrics.json"]["data"]["step"],
                 )
     assert {name: values[0] for name, values in found.items()} == {"lr-low": 0.001, "lr-mid": 0.003}
-    assert found["lr-low"][1] != found["lr-mid"][1]  # each its own model and evaluation
+    assert found["lr-low"][1] != found["lr-mid"][1]  # each its own model and validation
     whole_run = json.loads((built / "metrics/train/metrics.json").read_text())["step"]  # the built run, from scratch
     assert {values[2] for values in found.values()} == {whole_run}
