@@ -34,6 +34,7 @@ chunks per process whatever the size.
 """
 
 import argparse
+import io
 import json
 import multiprocessing
 import os
@@ -352,6 +353,42 @@ def write(path: Path, text_bytes: int, seed: int, workers: int = 1, level: int =
     }
 
 
+def largest(path: Path, marks_gb: list[float]) -> dict:
+    """The largest document of a shard this module wrote, and of each shorter shard of the same seed
+    (`--gb` one of `marks_gb`): those are its first chunks, as a chunk depends only on (seed, index).
+    A stage that holds one document at a time peaks with the largest: its text's UTF-8 bytes, and
+    the Python string's own size (1, 2 or 4 bytes a character, by its widest character)."""
+    chunks: list[dict] = []
+    chunk = {"text_bytes": 0, "largest_bytes": 0, "largest_str_bytes": 0, "group": None}
+    with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as raw:
+        for line in io.BufferedReader(raw, 1 << 24):
+            record = json.loads(line)
+            text = record["text"]
+            size = len(text.encode())
+            if size > chunk["largest_bytes"]:
+                chunk.update(
+                    largest_bytes=size, largest_str_bytes=sys.getsizeof(text), group=record["meta"]["pile_set_name"]
+                )
+            chunk["text_bytes"] += size
+            if chunk["text_bytes"] >= CHUNK_BYTES:  # where _chunk ended it
+                chunks.append(chunk)
+                chunk = {"text_bytes": 0, "largest_bytes": 0, "largest_str_bytes": 0, "group": None}
+    if chunk["text_bytes"]:
+        chunks.append(chunk)
+    found = {}
+    for gb in marks_gb:
+        first = chunks[: max(1, -(-int(gb * 1e9) // CHUNK_BYTES))]
+        top = max(first, key=lambda c: c["largest_bytes"])
+        found[f"{gb:g}"] = {
+            "chunks": len(first),
+            "text_bytes": sum(c["text_bytes"] for c in first),
+            "largest_document_bytes": top["largest_bytes"],
+            "largest_document_str_bytes": top["largest_str_bytes"],
+            "group": top["group"],
+        }
+    return {"file": str(path), "chunks": len(chunks), "shards": found}
+
+
 def heaps_curve(tokens, points: list[int]) -> list[tuple[int, int]]:
     """(occurrences, distinct words) at each of `points` occurrences of a stream of words."""
     seen: set = set()
@@ -463,6 +500,13 @@ def main() -> None:
         action="store_true",
         help="the text's statistics and Heaps' law fits, to bench/results/pile_like.json",
     )
+    parser.add_argument(
+        "--largest",
+        nargs="+",
+        type=float,
+        metavar="GB",
+        help="read the shard instead: its largest document, and that of its shorter versions of these sizes",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (the bytes do not depend on it)")
     args = parser.parse_args()
@@ -471,6 +515,9 @@ def main() -> None:
         found = {"text": describe(), "heaps": heaps(), "alpha": ALPHA, "q": Q}
         results.write_text(json.dumps(found, indent=2) + "\n")
         print(json.dumps(found, indent=2))
+        return
+    if args.largest:
+        print(json.dumps(largest(args.output, args.largest), indent=2))
         return
     if args.output is None or args.gb is None:
         parser.error("give the shard to write and --gb")

@@ -27,6 +27,7 @@ scale.py refuses, with the numbers, a plan the disk cannot hold.
     python bench/scale.py workers --gb 0.4            # words and pretokenize: 1 worker against 2, side by side
     python bench/scale.py report                      # the targets, from bench/results/scale.json
     python bench/scale.py report --pair quarter small-third  # the same between two other runs
+    python bench/scale.py corpus-peak A.jsonl.zst B.jsonl.zst   # the corpus build's exact peak on each
 
 Everything lives under --work (default /work/scale, outside git); results go to
 bench/results/scale.json, written after every stage. Hours on 2 cores: run it detached and niced,
@@ -240,6 +241,9 @@ def measured(command: list[str], cwd: Path, env: dict, log: Path, disk_root: Pat
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "cpu_user_s": round(usage.ru_utime, 1),
         "cpu_sys_s": round(usage.ru_stime, 1),
+        # wait4's ru_maxrss: the largest process of the tree (every one waited for), exact where the
+        # polled figures miss a peak shorter than POLL_S (one large document's)
+        "peak_rss_one_process_exact_mb": round(usage.ru_maxrss * 1024 / 1e6),
         **watch.finish(),
     }
     if child.returncode:
@@ -382,6 +386,40 @@ def stage(repo: Path, env: dict, logs: Path, step: str, result: dict) -> None:
         f"{time.strftime('%H:%M:%S')} {step}: {json.dumps({k: v for k, v in figures.items() if k != 'stats'})}",
         flush=True,
     )
+
+
+# ------------------------------------------------------------------------------- the corpus stage's peak
+CORPUS_BUILD = """
+import sys
+from pathlib import Path
+from pipeline.tokenizer.corpus import build
+stats = build([Path(sys.argv[1])], Path(sys.argv[2]), 50_000_000, "0:11", 4192)
+print(stats.docs)
+"""
+
+
+def corpus_peak(paths: list[Path], work: Path) -> dict:
+    """The corpus stage's build (presets/pile.yaml: a 5e7-line quota, 4,192-byte lines) on each file,
+    its exact peak RSS from wait4: a document is held for less than POLL_S, so the polled peaks of a
+    run are a sample. Give a shard and its shorter versions (pile_like.py's first chunks, e.g.
+    `zstd -dc 11.jsonl.zst | head -n DOCS | zstd -3 -o 11-short.jsonl.zst`) to see it against size."""
+    results = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.exists() else {}
+    rows = []
+    for path in paths:
+        out = work / f"corpus-peak-{path.name}.txt"
+        figures = measured(
+            [sys.executable, "-c", CORPUS_BUILD, str(path), str(out)],
+            REPO,
+            dict(os.environ),
+            work / f"{out.name}.log",
+            work,
+        )
+        out.unlink()
+        rows.append({"file": str(path), "bytes": path.stat().st_size, **{k: figures[k] for k in ("wall_s", "peak_rss_one_process_exact_mb", "peak_rss_one_process_mb")}})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    results["corpus_peak"] = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(), "rows": rows}  # fmt: skip
+    RESULT_FILE.write_text(json.dumps(results, indent=2) + "\n")
+    return results["corpus_peak"]
 
 
 # --------------------------------------------------------------------------------------- 1 vs 2 workers
@@ -529,7 +567,8 @@ def cpu_rates(run_: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["plan", "run", "all", "workers", "report"])
+    parser.add_argument("what", choices=["plan", "run", "all", "workers", "report", "corpus-peak"])
+    parser.add_argument("files", nargs="*", type=Path, help="corpus-peak: the shards to build a corpus of")
     parser.add_argument("--gb", type=float, default=None, help="text a shard, GB (default: the largest the disk holds)")
     parser.add_argument("--cap-gb", type=float, default=30.0, help="largest shard the automatic size picks (GB)")
     parser.add_argument("--name", default="large")
@@ -554,6 +593,10 @@ def main() -> None:
     ).stdout.strip()
     if args.what == "report":
         report(*args.pair)
+        return
+    if args.what == "corpus-peak":
+        args.work.mkdir(parents=True, exist_ok=True)
+        corpus_peak(args.files, args.work)
         return
     if args.what == "workers":
         workers_check(args.gb or 0.4, args.work, args.rounds, commit)
