@@ -179,8 +179,32 @@ MUTANTS = [
     Mutant(
         "corpus: a line cut where it has no whitespace fits max_sentence_length (spm_train would drop it)",
         "pipeline/tokenizer/corpus.py",
-        (("            cut = max_bytes\n", "            cut = max_bytes + 1\n"),),
+        (("            cut = end\n", "            cut = end + 1\n"),),
         ("tests/test_exact_bpe.py::test_the_exact_trainer_makes_spm_trains_model_from_the_sample_text",),
+    ),
+    Mutant(
+        "corpus: a long document's lines are cut and encoded a block at a time, not all at once",
+        "pipeline/tokenizer/corpus.py",
+        (("BLOCK_CHARS = 1 << 20", "BLOCK_CHARS = 1 << 40"),),
+        ("tests/test_corpus.py::test_a_long_document_is_held_about_three_times_not_once_per_copy",),
+    ),
+    Mutant(
+        "corpus: a long document's freed copies go back to the system, not into a heap kept by the process",
+        "pipeline/tokenizer/corpus.py",
+        (("    memory.return_large_frees()\n", ""),),
+        ("tests/test_corpus.py::test_a_long_document_is_held_about_three_times_not_once_per_copy",),
+    ),
+    Mutant(
+        "reader: a line spread over chunks is held once while its reader waits",
+        "pipeline/ingest/jsonl.py",
+        (("    pending.clear()\n", ""),),
+        ("tests/test_corpus.py::test_a_long_document_is_held_about_three_times_not_once_per_copy",),
+    ),
+    Mutant(
+        "records: a lone surrogate past a long text's first slice is named at its own character",
+        "pipeline/ingest/records.py",
+        (("            at = start + exc.start\n", "            at = exc.start\n"),),
+        ("tests/test_jsonl.py::test_a_long_texts_utf8_length_and_lone_surrogate_are_found_past_its_first_slice",),
     ),
     Mutant(
         "words stage: spilled runs are merged into the table file a piece at a time, never held whole",

@@ -1,12 +1,16 @@
 """The tokenizer corpus: an exact, seeded sample of text lines, long lines split, skips counted."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.errors import PipelineError
 from pipeline.tokenizer import corpus
-from tests.helpers import doc, write_shard
+from tests.helpers import REPO, child_env, doc, write_shard
 
 
 @settings(max_examples=300, deadline=None)
@@ -21,6 +25,50 @@ def test_split_line_keeps_every_byte_in_pieces_that_fit(text, max_bytes):
 
 def test_long_line_is_cut_before_whitespace():
     assert corpus.split_line(b"aaaa bbbb cccc", 10) == [b"aaaa bbbb", b" cccc"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("ab\n"), max_size=60), st.integers(1, 8))
+def test_blocks_hold_the_texts_lines_whole_and_in_order(text, chars):
+    assert [line for block in corpus.blocks(text, chars) for line in block.split("\n")] == text.split("\n")
+
+
+BUILD_PEAK = """
+import json, sys
+from pathlib import Path
+from pipeline.tokenizer.corpus import build
+stats = build([Path(sys.argv[1])], Path(sys.argv[2]), 1000, "0:00", 4192)
+# VmHWM, not ru_maxrss: exec keeps the parent's
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "lines": stats.selected_lines}))
+"""
+
+
+def build_peak(shard, output) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_PEAK, str(shard), str(output)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["lines"] == 1000
+    return answer["peak"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads VmHWM from /proc")
+def test_a_long_document_is_held_about_three_times_not_once_per_copy(tmp_path):
+    """The stage's peak over its base follows its largest document: held 7 times before (the line, its
+    pieces, the decoded text, the lines, their UTF-8 copies, a heap that kept the freed ones), 3 now."""
+    line = "Un été à Paris, au bord de l'eau: les quais, les ponts et la foule des dimanches.\n"
+    text = line * (16_000_000 // len(line))
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_text(json.dumps(doc(text[: 1100 * len(line)]), ensure_ascii=False) + "\n")
+    big.write_text(json.dumps(doc(text), ensure_ascii=False) + "\n")
+    baseline, peak = build_peak(small, tmp_path / "small.txt"), build_peak(big, tmp_path / "big.txt")
+    assert peak - baseline < 3.5 * len(text.encode("utf-8")), (baseline, peak)
 
 
 def shard_with_lines(path, n_docs=50, lines_per_doc=20):

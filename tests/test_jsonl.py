@@ -8,7 +8,7 @@ import zstandard
 from pipeline.core.errors import PipelineError
 from pipeline.ingest import jsonl
 from pipeline.ingest.jsonl import JsonLinesReader, parse_line
-from pipeline.ingest.records import PILE_FIELDS, UNLABELLED, BadRecord
+from pipeline.ingest.records import ENCODE_CHARS, PILE_FIELDS, UNLABELLED, BadRecord
 from tests.helpers import doc, write_shard
 
 
@@ -88,6 +88,13 @@ def test_byte_order_mark_crlf_and_missing_meta_are_read():
     assert parse_line(b'\xef\xbb\xbf{"text": "x"}\r', 1, PILE_FIELDS).text == "x"
     record = parse_line('{"text": "h\u00e9"}'.encode(), 3, PILE_FIELDS)
     assert (record.group, record.n_bytes) == (UNLABELLED, 3)
+
+
+def test_a_long_texts_utf8_length_and_lone_surrogate_are_found_past_its_first_slice():
+    text = "\u00e9\u4e00a" * (ENCODE_CHARS // 3 + 7)  # slices end inside no character; every width counts
+    assert parse_line(json.dumps({"text": text}).encode(), 1, PILE_FIELDS).n_bytes == len(text.encode())
+    with pytest.raises(BadRecord, match=f"at character {len(text) + 1} of"):
+        parse_line(json.dumps({"text": text + "a\ud800"}).encode(), 1, PILE_FIELDS)
 
 
 def test_final_line_without_newline_is_kept(tmp_path):

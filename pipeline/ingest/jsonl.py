@@ -6,7 +6,7 @@ may hold U+2028 and friends raw). gzip files of several members and zstd files o
 are read whole; a file that ends inside a member or frame is reported as truncated at its byte
 offset (the standard library's and python-zstandard's stream readers would stop quietly or say
 nothing of where). Memory holds one compressed chunk, its decompressed output (bounded), and the
-line being assembled.
+line being assembled, once.
 """
 
 import json
@@ -78,23 +78,34 @@ class JsonLinesReader:
     def items(self) -> Iterator[tuple[int, bytes]]:
         """Yield (1-based line number, line without its b"\n"); a final line without b"\n" counts too."""
         number = 0
-        pending: list[bytes] = []  # pieces of a line spread over several chunks, joined once
+        # a line spread over several chunks, grown in place: its pieces leave no freed heap behind
+        pending = bytearray()
         with open(self.path, "rb") as f:
             for out in self._decompressed(f):
                 pieces = out.split(b"\n")
                 if len(pieces) == 1:
-                    pending.append(out)
+                    pending += out
                     continue
-                pending.append(pieces[0])
                 number += 1
-                yield number, b"".join(pending)
+                if pending:
+                    pending += pieces[0]
+                    yield number, _taken(pending)
+                else:
+                    yield number, pieces[0]
                 for piece in pieces[1:-1]:
                     number += 1
                     yield number, piece
-                pending = [pieces[-1]] if pieces[-1] else []
+                pending += pieces[-1]
         if pending:
             number += 1
-            yield number, b"".join(pending)
+            yield number, _taken(pending)
+
+
+def _taken(pending: bytearray) -> bytes:
+    """The line assembled so far, the buffer emptied: while its reader waits, a long line is held once."""
+    line = bytes(pending)
+    pending.clear()
+    return line
 
 
 def parse_line(line: bytes, line_number: int, fields: Fields) -> Record:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNLABELLED = "(none)"
+ENCODE_CHARS = 1 << 20  # characters encoded at a time to count a text's UTF-8 bytes
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,25 @@ def text_record(text: object, group: object, fields: Fields) -> Record:
             f"no string '{fields.text}'",
             "missing or null" if text is None else f"'{fields.text}' is a {type(text).__name__}",
         )
-    try:
-        n_bytes = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise BadRecord(
-            "lone surrogate", f"\\u{ord(text[exc.start]):04x} at character {exc.start} of '{fields.text}'"
-        ) from None
+    n_bytes = utf8_length(text, fields)
     if group is not None and not isinstance(group, str):
         raise BadRecord(f"{fields.group_name} not a string", f"got {type(group).__name__}")
     return Record(text=text, group=group or UNLABELLED, n_bytes=n_bytes)
+
+
+def utf8_length(text: str, fields: Fields) -> int:
+    """The text's UTF-8 length, counted ENCODE_CHARS characters at a time (a long document is not held
+    twice); raises BadRecord at a lone surrogate, which UTF-8 cannot hold."""
+    if text.isascii():
+        return len(text)
+    n_bytes = 0
+    for start in range(0, len(text), ENCODE_CHARS):
+        try:
+            n_bytes += len(text[start : start + ENCODE_CHARS].encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            at = start + exc.start
+            raise BadRecord("lone surrogate", f"\\u{ord(text[at]):04x} at character {at} of '{fields.text}'") from None
+    return n_bytes
 
 
 def bad_record_message(path: Path, unit: str, number: int, reason: str) -> str:

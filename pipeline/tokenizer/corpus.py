@@ -4,7 +4,9 @@ SentencePiece 0.2.x samples `input_sentence_size` lines differently on every run
 lines over `max_sentence_length` bytes, so this stage does both jobs itself: it splits long lines at
 whitespace (at a character boundary when a line has none) and keeps an exact, seeded, uniform
 sample of the resulting lines (selection sampling: two streaming passes, O(1) memory). A shard whose
-lines all fit the quota is written in the first pass.
+lines all fit the quota is written in the first pass. Memory does not grow with the shard; it grows
+with its largest document, held about three times while JSON parses it (the line, its decoded text,
+the document's text) and once after: its lines are cut and encoded a block at a time.
 """
 
 import random
@@ -17,12 +19,13 @@ from pathlib import Path
 from pipeline.config import formats
 from pipeline.config.layout import CORPUS_DIR, STATS_DIR
 from pipeline.config.schema import Params
-from pipeline.core import files, progress
+from pipeline.core import files, memory, progress
 from pipeline.core.errors import PipelineError
 from pipeline.ingest.documents import describe, records
 from pipeline.ingest.records import PILE_FIELDS, Fields, Record
 
 WHITESPACE = b" \t"
+BLOCK_CHARS = 1 << 20  # a document's lines are cut and encoded a block at a time: a long one is held once
 
 
 @dataclass
@@ -63,16 +66,28 @@ def quota(max_lines: int, shards: tuple[str, ...], key: str) -> int:
 def split_line(line: bytes, max_bytes: int) -> list[bytes]:
     """Cut a UTF-8 line into pieces of at most max_bytes, before whitespace where there is some."""
     pieces = []
-    while len(line) > max_bytes:
-        cut = max(line.rfind(b" ", 1, max_bytes + 1), line.rfind(b"\t", 1, max_bytes + 1))
-        if cut <= 0:
-            cut = max_bytes
+    start = 0  # each piece is sliced once from the line: linear in its length, however long
+    while len(line) - start > max_bytes:
+        end = start + max_bytes
+        cut = max(line.rfind(b" ", start + 1, end + 1), line.rfind(b"\t", start + 1, end + 1))
+        if cut < 0:
+            cut = end
             while line[cut] & 0xC0 == 0x80:  # never cut inside a UTF-8 sequence
                 cut -= 1
-        pieces.append(line[:cut])
-        line = line[cut:]
-    pieces.append(line)
+        pieces.append(line[start:cut])
+        start = cut
+    pieces.append(line[start:])
     return pieces
+
+
+def blocks(text: str, chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """The text in consecutive blocks of whole lines, each of about `chars` characters or one longer
+    line; the b"\n" between two blocks belongs to neither, so their lines are the text's lines."""
+    start = 0
+    while len(text) - start > chars and (end := text.find("\n", start + chars)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:] if start else text
 
 
 def build(
@@ -86,6 +101,7 @@ def build(
 ) -> CorpusStats:
     """Write at most `line_quota` lines of the text of the files `raw` to `output`, a uniform sample
     seeded by `seed`."""
+    memory.return_large_frees()
     stats = CorpusStats()
     _count(raw, fields, max_bytes, on_bad_record, stats)
     if stats.docs == 0:
@@ -112,9 +128,9 @@ def _total_size(paths: list[Path]) -> int | None:
     return sum(path.stat().st_size for path in paths) if all(path.exists() for path in paths) else None
 
 
-def _candidates(text: str, max_bytes: int, stats: CorpusStats | None = None) -> list[bytes]:
-    """A text's non-empty lines in UTF-8, those over max_bytes split (counted into `stats` when given)."""
-    kept = [line.encode("utf-8") for line in text.split("\n") if line]
+def _candidates(lines: list[str], max_bytes: int, stats: CorpusStats | None = None) -> list[bytes]:
+    """The non-empty lines in UTF-8, those over max_bytes split (counted into `stats` when given)."""
+    kept = [line.encode("utf-8") for line in lines if line]
     if max(map(len, kept), default=0) <= max_bytes:
         return kept
     fitting = []
@@ -134,16 +150,17 @@ def _count(raw: list[Path], fields: Fields, max_bytes: int, on_bad_record: str, 
     """First pass: the documents, lines and candidate lines (selection sampling needs their total)."""
     with progress.bar(_total_size(raw), f"corpus {raw[0].name} (count)") as pbar:
         for record in _records(raw, fields, on_bad_record, stats, pbar):
-            lines = record.text.split("\n")
-            empty = lines.count("")
             stats.docs += 1
             stats.per_group[record.group]["docs"] += 1
-            stats.text_lines += len(lines)
-            stats.empty_lines += empty
-            if record.n_bytes <= max_bytes:  # no line to split: counted without encoding any
-                stats.candidate_lines += len(lines) - empty
-            else:
-                stats.candidate_lines += len(_candidates(record.text, max_bytes, stats))
+            for block in blocks(record.text):
+                lines = block.split("\n")
+                empty = lines.count("")
+                stats.text_lines += len(lines)
+                stats.empty_lines += empty
+                if record.n_bytes <= max_bytes:  # no line to split: counted without encoding any
+                    stats.candidate_lines += len(lines) - empty
+                else:
+                    stats.candidate_lines += len(_candidates(lines, max_bytes, stats))
 
 
 def _select(
@@ -155,24 +172,25 @@ def _select(
     remaining, needed = stats.candidate_lines, line_quota
     with open(tmp, "wb") as out, progress.bar(_total_size(raw), f"corpus {raw[0].name} (sample)") as pbar:
         for record in _records(raw, fields, "skip", None, pbar):  # bad records were dealt with by the first pass
-            lines = _candidates(record.text, max_bytes)
-            if remaining <= needed:
-                chosen = lines
-                remaining, needed = remaining - len(lines), needed - len(lines)
-            else:
-                chosen = []
-                for line in lines:
-                    if rng.random() * remaining < needed:
-                        chosen.append(line)
-                        needed -= 1
-                    remaining -= 1
-            if chosen:
-                out.write(b"\n".join(chosen) + b"\n")
-                size = sum(map(len, chosen)) + len(chosen)
-                stats.selected_lines += len(chosen)
-                stats.selected_bytes += size
-                stats.per_group[record.group]["selected_lines"] += len(chosen)
-                stats.per_group[record.group]["selected_bytes"] += size
+            for block in blocks(record.text):
+                lines = _candidates(block.split("\n"), max_bytes)
+                if remaining <= needed:
+                    chosen = lines
+                    remaining, needed = remaining - len(lines), needed - len(lines)
+                else:
+                    chosen = []
+                    for line in lines:
+                        if rng.random() * remaining < needed:
+                            chosen.append(line)
+                            needed -= 1
+                        remaining -= 1
+                if chosen:
+                    out.write(b"\n".join(chosen) + b"\n")
+                    size = sum(map(len, chosen)) + len(chosen)
+                    stats.selected_lines += len(chosen)
+                    stats.selected_bytes += size
+                    stats.per_group[record.group]["selected_lines"] += len(chosen)
+                    stats.per_group[record.group]["selected_bytes"] += size
 
 
 def run_stage(p: Params, key: str) -> None:
