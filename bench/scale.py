@@ -28,7 +28,6 @@ scale.py refuses, with the numbers, a plan the disk cannot hold.
     python bench/scale.py report                      # the targets, from bench/results/scale.json
     python bench/scale.py report --pair quarter small-third  # the same between two other runs
     python bench/scale.py corpus-peak A.jsonl.zst B.jsonl.zst   # the corpus build's exact peak on each
-    python bench/scale.py corpus-workers A.jsonl.zst  # its build with 1 worker and with 2, alternated
 
 Everything lives under --work (default /work/scale, outside git); results go to
 bench/results/scale.json, written after every stage. Hours on 2 cores: run it detached and niced,
@@ -394,39 +393,33 @@ CORPUS_BUILD = """
 import sys
 from pathlib import Path
 from pipeline.tokenizer.corpus import build
-stats = build([Path(sys.argv[1])], Path(sys.argv[2]), 50_000_000, "0:11", 4192, workers=int(sys.argv[3]))
+stats = build([Path(sys.argv[1])], Path(sys.argv[2]), 50_000_000, "0:11", 4192)
 print(stats.docs)
 """
 
 
-def corpus_peak(
-    paths: list[Path], work: Path, commit: str, workers: list[int], rounds: int = 1, key: str = "corpus_peak"
-) -> dict:
+def corpus_peak(paths: list[Path], work: Path, commit: str) -> dict:
     """The corpus stage's build (presets/pile.yaml: a 5e7-line quota, 4,192-byte lines) on each file,
     its exact peak RSS from wait4: a document is held for less than POLL_S, so the polled peaks of a
     run are a sample. Give a shard and its shorter versions (pile_like.py's first chunks, e.g.
-    `zstd -dc 11.jsonl.zst | head -n DOCS | zstd -3 -o 11-short.jsonl.zst`) to see it against size;
-    several worker counts, alternated over `rounds`, to see what workers buy."""
+    `zstd -dc 11.jsonl.zst | head -n DOCS | zstd -3 -o 11-short.jsonl.zst`) to see it against size."""
     results = json.loads(RESULT_FILE.read_text()) if RESULT_FILE.exists() else {}
     rows = []
     for path in paths:
-        for _ in range(rounds):
-            for n in workers:
-                out = work / f"corpus-peak-{path.name}.txt"
-                figures = measured(
-                    [sys.executable, "-c", CORPUS_BUILD, str(path), str(out), str(n)],
-                    REPO,
-                    dict(os.environ),
-                    work / f"{out.name}.log",
-                    work,
-                )
-                out.unlink()
-                kept = ("wall_s", "cpu_s", "peak_rss_one_process_exact_mb", "peak_rss_one_process_mb", "peak_rss_tree_mb", "load_average_mean")  # fmt: skip
-                rows.append({"file": str(path), "bytes": path.stat().st_size, "workers": n, **{k: figures[k] for k in kept}})  # fmt: skip
-                print(json.dumps(rows[-1]), flush=True)
-    results[key] = {"commit": commit, "rows": rows}
+        out = work / f"corpus-peak-{path.name}.txt"
+        figures = measured(
+            [sys.executable, "-c", CORPUS_BUILD, str(path), str(out)],
+            REPO,
+            dict(os.environ),
+            work / f"{out.name}.log",
+            work,
+        )
+        out.unlink()
+        rows.append({"file": str(path), "bytes": path.stat().st_size, **{k: figures[k] for k in ("wall_s", "peak_rss_one_process_exact_mb", "peak_rss_one_process_mb")}})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    results["corpus_peak"] = {"commit": commit, "rows": rows}
     RESULT_FILE.write_text(json.dumps(results, indent=2) + "\n")
-    return results[key]
+    return results["corpus_peak"]
 
 
 # --------------------------------------------------------------------------------------- 1 vs 2 workers
@@ -574,14 +567,14 @@ def cpu_rates(run_: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["plan", "run", "all", "workers", "report", "corpus-peak", "corpus-workers"])
-    parser.add_argument("files", nargs="*", type=Path, help="corpus-peak, -workers: the shards to build a corpus of")
+    parser.add_argument("what", choices=["plan", "run", "all", "workers", "report", "corpus-peak"])
+    parser.add_argument("files", nargs="*", type=Path, help="corpus-peak: the shards to build a corpus of")
     parser.add_argument("--gb", type=float, default=None, help="text a shard, GB (default: the largest the disk holds)")
     parser.add_argument("--cap-gb", type=float, default=30.0, help="largest shard the automatic size picks (GB)")
     parser.add_argument("--name", default="large")
     parser.add_argument("--work", type=Path, default=Path("/work/scale"))
     parser.add_argument("--workers", type=int, default=2, help="processes generating the shards")
-    parser.add_argument("--rounds", type=int, default=2, help="workers, corpus-workers: rounds of 1 and 2 workers")
+    parser.add_argument("--rounds", type=int, default=2, help="workers: rounds of 1 and 2 workers")
     parser.add_argument("--keep", action="store_true", help="keep the copy and its data after a run")
     parser.add_argument(
         "--pair", nargs=2, default=("small", "large"), metavar=("SMALLER", "LARGER"), help="report: the runs compared"
@@ -601,12 +594,9 @@ def main() -> None:
     if args.what == "report":
         report(*args.pair)
         return
-    if args.what in ("corpus-peak", "corpus-workers"):
+    if args.what == "corpus-peak":
         args.work.mkdir(parents=True, exist_ok=True)
-        if args.what == "corpus-peak":
-            corpus_peak(args.files, args.work, commit, [1])
-        else:
-            corpus_peak(args.files, args.work, commit, [1, 2], args.rounds, "corpus_workers")
+        corpus_peak(args.files, args.work, commit)
         return
     if args.what == "workers":
         workers_check(args.gb or 0.4, args.work, args.rounds, commit)

@@ -99,41 +99,16 @@ def test_every_line_is_kept_under_the_quota_and_empty_lines_are_counted(tmp_path
     assert (stats.empty_lines, stats.long_lines_split, stats.splits_without_whitespace) == (2, 1, 3)
 
 
-def test_any_number_of_workers_and_batches_draws_the_same_sample_and_stats(tmp_path):
-    def text(d):
-        lines = [f"doc {d} line {i} " + "word " * (i * 7 % 20) for i in range(30)]
-        return "\n".join(lines + (["", "z" * 90] if d % 5 == 0 else []))
-
-    lines = [json.dumps(doc(text(d), f"set {d % 3}")).encode() for d in range(80)]
-    lines.insert(17, b'{"text": ')  # a bad record, skipped and counted
-    raw = [
-        write_shard(tmp_path / "a.jsonl.zst", raw_lines=lines[:50]),
-        write_shard(tmp_path / "b.jsonl.zst", raw_lines=lines[50:]),
-    ]
-    results = {}
-    for workers, batch_bytes in [(1, 1 << 20), (1, 300), (2, 300)]:
-        out = tmp_path / f"{workers}-{batch_bytes}.txt"
-        stats = corpus.build(raw, out, 700, "7:00", 64, "skip", workers=workers, batch_bytes=batch_bytes)
-        results[workers, batch_bytes] = out.read_bytes(), stats.as_json(700)
-    source = [line for d in range(80) for line in text(d).split("\n")]
-    whole = results[1, 1 << 20][1]
-    assert (whole["selected_lines"], whole["text_lines"], whole["skipped_empty_lines"]) == (700, len(source), 16)
-    assert whole["long_lines_split"] == sum(len(line) > 64 for line in source) > 0
-    assert whole["bad_records"] == {"not valid JSON": 1} and whole["per_group"]["set 1"]["docs"] == 27
-    assert results[1, 300] == results[1, 1 << 20] and results[2, 300] == results[1, 1 << 20]
-
-
 def test_quota_shares_max_lines_over_the_shards():
     assert [corpus.quota(10, ("a", "b", "c"), key) for key in "abc"] == [4, 3, 3]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_bad_record_stops_with_file_and_line_or_is_skipped_and_counted(tmp_path, workers):
+def test_bad_record_stops_with_file_and_line_or_is_skipped_and_counted(tmp_path):
     raw = write_shard(tmp_path / "00.jsonl.zst", raw_lines=[b'{"text": "good"}', b'{"text": ', b'{"text": "also"}'])
     with pytest.raises(PipelineError, match=r"00\.jsonl\.zst: line 2: not valid JSON"):
-        corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192, workers=workers, batch_bytes=10)
+        corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192)
     assert not (tmp_path / "out.txt").exists() and not list(tmp_path.glob("*.tmp"))
-    stats = corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192, "skip", workers=workers, batch_bytes=10)
+    stats = corpus.build([raw], tmp_path / "out.txt", 10, "s", 4192, on_bad_record="skip")
     assert (tmp_path / "out.txt").read_text() == "good\nalso\n" and stats.bad_records == {"not valid JSON": 1}
 
 

@@ -73,8 +73,6 @@ class CorpusParams:
     """Most lines in the tokenizer corpus, over all shards; SentencePiece then loads them all."""
     seed: int = 1234
     """Seed of the line sample, so the same shards and params give the same corpus."""
-    workers: int = 0
-    """Processes cutting a shard's documents into lines, in order; any number, the same sample. 0: every usable core."""
 
 
 @dataclass(frozen=True)

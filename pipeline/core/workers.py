@@ -144,34 +144,3 @@ class OrderedPool:
             if process.is_alive():
                 process.kill()
             process.join()
-
-
-class Inline:
-    """One worker: the same work in this process, through OrderedPool's interface, nothing pickled."""
-
-    def __init__(self, function: Callable, initializer: Callable | None = None, initargs: tuple = ()):
-        if initializer is not None:
-            initializer(*initargs)
-        self.function = function
-        self.done: deque = deque()
-
-    def submit(self, *task: Any) -> None:
-        self.done.append(self.function(*task))
-
-    def pending(self) -> int:
-        return len(self.done)
-
-    def next_result(self) -> Any:
-        return self.done.popleft()
-
-    def close(self) -> None:
-        pass
-
-
-def pool(
-    function: Callable, workers: int, initializer: Callable | None = None, initargs: tuple = (), hint: str = ""
-) -> Inline | OrderedPool:
-    """`function(*task)` in `workers` processes, or in this one when `workers` is 1."""
-    if workers == 1:
-        return Inline(function, initializer, initargs)
-    return OrderedPool(function, workers, initializer, initargs, hint=hint)

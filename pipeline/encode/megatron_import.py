@@ -24,7 +24,7 @@ from pipeline.config.schema import Params, PretokenizeParams
 from pipeline.core import files, progress
 from pipeline.core.errors import PipelineError
 from pipeline.core.machine import usable_cores
-from pipeline.core.workers import pool as worker_pool
+from pipeline.core.workers import OrderedPool
 from pipeline.encode import megatron_index, token_files
 from pipeline.encode.token_files import TokenWriter
 from pipeline.ingest.records import UNLABELLED
@@ -160,6 +160,26 @@ def check_batch(first_doc: int, first_token: int, doc_tokens: np.ndarray) -> np.
     return np.array([len(text.encode("utf-8")) for text in texts], dtype=np.uint64)
 
 
+class _Inline:
+    """One worker: the same work in this process, through OrderedPool's interface."""
+
+    def __init__(self, *pair):
+        _open_pair(*pair)
+        self.done: deque = deque()
+
+    def submit(self, *task) -> None:
+        self.done.append(check_batch(*task))
+
+    def pending(self) -> int:
+        return len(self.done)
+
+    def next_result(self) -> np.ndarray:
+        return self.done.popleft()
+
+    def close(self) -> None:
+        pass
+
+
 def run(bin_path: Path, tokenizer: Path, model: Path, output: Path, params: PretokenizeParams) -> dict:
     """Import the pair `bin_path` (its .idx beside it), made with `tokenizer`, as `output` (.bin, .idx,
     .docs, .json) of the pipeline's tokenizer `model`; return the metadata, with timings for the summary."""
@@ -176,7 +196,7 @@ def run(bin_path: Path, tokenizer: Path, model: Path, output: Path, params: Pret
     started = time.monotonic()
     workers = params.workers or usable_cores()
     pair = (str(bin_path), index.code, str(model))
-    pool = worker_pool(check_batch, workers, _open_pair, pair, WORKER_DIED_HINT)
+    pool = _Inline(*pair) if workers == 1 else OrderedPool(check_batch, workers, _open_pair, pair, WORKER_DIED_HINT)
     source = np.memmap(bin_path, dtype=token_files.DTYPES[dtype], mode="r")
     try:
         with (

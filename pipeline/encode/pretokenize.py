@@ -10,7 +10,8 @@ followed by the separator (the tokenizer's eos piece).
 """
 
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,11 @@ from pipeline.config.schema import Params, PretokenizeParams
 from pipeline.core import files, progress
 from pipeline.core.errors import PipelineError
 from pipeline.core.machine import usable_cores
-from pipeline.core.workers import pool
+from pipeline.core.workers import OrderedPool
 from pipeline.encode import megatron_import, token_files
 from pipeline.encode.encoder import WordCacheEncoder
 from pipeline.encode.token_files import TokenWriter
-from pipeline.ingest.documents import Reader, describe, in_order, open_reader, parse
+from pipeline.ingest.documents import Reader, describe, open_reader, parse
 from pipeline.ingest.records import PILE_FIELDS, BadRecord, Fields, bad_record_message
 from pipeline.tokenizer import pieces
 from pipeline.tokenizer.pieces import SPACE
@@ -91,6 +92,48 @@ def encode_batch(file_index: int, first: int, items: list) -> Batch:
     )
 
 
+class _Inline:
+    """The single-worker path: encode in this process, no pickling, same code, same interface as
+    pipeline.core.workers.OrderedPool."""
+
+    def __init__(self, model: str, dtype: str, fields: Fields):
+        _load_encoder(model, dtype, fields)
+        self.done: deque[Batch] = deque()
+
+    def submit(self, *task) -> None:
+        self.done.append(encode_batch(*task))
+
+    def pending(self) -> int:
+        return len(self.done)
+
+    def next_result(self) -> Batch:
+        return self.done.popleft()
+
+    def close(self) -> None:
+        pass
+
+
+def _executor(model: str, dtype: str, fields: Fields, workers: int) -> _Inline | OrderedPool:
+    if workers == 1:
+        return _Inline(model, dtype, fields)
+    return OrderedPool(encode_batch, workers, _load_encoder, (model, dtype, fields), hint=WORKER_DIED_HINT)
+
+
+def _batches(reader: Reader, batch_bytes: int):
+    """(first line or row number, items) groups of about `batch_bytes` of raw JSON or text each."""
+    batch, size, first = [], 0, 1
+    for number, item in reader.items():
+        if not batch:
+            first = number
+        batch.append(item)
+        size += len(item) if isinstance(item, bytes) else len(item[0] or "")
+        if size >= batch_bytes:
+            yield first, batch
+            batch, size = [], 0
+    if batch:
+        yield first, batch
+
+
 def run(
     raw: list[Path],
     model: Path,
@@ -107,11 +150,11 @@ def run(
     readers = [open_reader(path, fields) for path in raw]  # every file opened (and checked) before any work
     started = time.monotonic()
     workers = params.workers or usable_cores()
-    executor = pool(encode_batch, workers, _load_encoder, (str(model), params.dtype, fields), WORKER_DIED_HINT)
+    executor = _executor(str(model), params.dtype, fields, workers)
     seen = _Seen(readers, on_bad_record)
     try:
         with TokenWriter(output, params.dtype) as writer:
-            for batch in in_order(executor, readers, params.batch_bytes, workers, f"pretokenize {raw[0].name}"):
+            for batch in _in_order(executor, readers, params.batch_bytes, workers):
                 seen.add(batch)
                 writer.add(batch.tokens, batch.doc_tokens, batch.doc_bytes, batch.groups)
             if writer.n_docs == 0:
@@ -147,6 +190,22 @@ def _checked_processor(model: Path, dtype: str) -> spm.SentencePieceProcessor:
             "bleed into each other; set tokenizer.eos_id and eos_piece to a free id and rerun"
         )
     return processor
+
+
+def _in_order(executor, readers: list[Reader], batch_bytes: int, workers: int) -> Iterator[Batch]:
+    """Every batch of every file, encoded, in order; at most 2 x workers batches in flight."""
+    total_size = sum(reader.size for reader in readers)
+    with progress.bar(total_size, f"pretokenize {readers[0].path.name}") as pbar:
+        read_before = 0  # bytes of the files before the one being read
+        for file_index, reader in enumerate(readers):
+            for first, items in _batches(reader, batch_bytes):
+                executor.submit(file_index, first, items)
+                pbar.update(read_before + reader.position - pbar.n)
+                if executor.pending() >= 2 * workers:
+                    yield executor.next_result()
+            read_before += reader.size
+        while executor.pending():
+            yield executor.next_result()
 
 
 @dataclass

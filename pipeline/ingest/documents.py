@@ -7,12 +7,11 @@ lets pretokenize read in its main process and parse in its workers; the same doc
 format give the same Records, so the same token arrays.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from pipeline.config.formats import FORMATS, format_suffix
-from pipeline.core import progress
 from pipeline.core.errors import PipelineError
 from pipeline.ingest.jsonl import JsonLinesReader, parse_line
 from pipeline.ingest.parquet import ParquetReader, parse_row
@@ -59,40 +58,6 @@ def records(
                 raise PipelineError(bad_record_message(path, reader.unit, number, str(exc))) from None
             if bad is not None:
                 bad[exc.kind] = bad.get(exc.kind, 0) + 1
-
-
-def batches(reader: Reader, batch_bytes: int) -> Iterator[tuple[int, list]]:
-    """(first line or row number, items) groups of about `batch_bytes` of raw JSON or text each."""
-    batch, size, first = [], 0, 1
-    for number, item in reader.items():
-        if not batch:
-            first = number
-        batch.append(item)
-        size += len(item) if isinstance(item, bytes) else len(item[0] or "")
-        if size >= batch_bytes:
-            yield first, batch
-            batch, size = [], 0
-    if batch:
-        yield first, batch
-
-
-def in_order(
-    executor, readers: list[Reader], batch_bytes: int, workers: int, label: str, task: Callable = lambda *batch: batch
-) -> Iterator:
-    """The result of every batch of every file, in order, from `executor` (pipeline.core.workers' pool),
-    which gets `task(file index, first number, items)`; at most 2 x workers batches in flight."""
-    total_size = sum(reader.size for reader in readers)
-    with progress.bar(total_size, label) as pbar:
-        read_before = 0  # bytes of the files before the one being read
-        for file_index, reader in enumerate(readers):
-            for first, items in batches(reader, batch_bytes):
-                executor.submit(*task(file_index, first, items))
-                pbar.update(read_before + reader.position - pbar.n)
-                if executor.pending() >= 2 * workers:
-                    yield executor.next_result()
-            read_before += reader.size
-        while executor.pending():
-            yield executor.next_result()
 
 
 def describe(paths: list[Path]) -> str:
