@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,3 +62,24 @@ def child_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["PILE_GPT_PROGRESS"] = "0"
     return env
+
+
+PEAK_REPORT = """
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak": int(hwm.split()[1]) * 1024, **answer}))
+"""
+
+
+def peak_rss(script: str, *args) -> dict:
+    """Run `script` in a fresh interpreter (`args` in sys.argv[1:]); it imports json and sets `answer`, a
+    dict. Returns the answer with "peak", the process's peak RSS in bytes (VmHWM, not ru_maxrss: exec
+    keeps the parent's)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script + PEAK_REPORT, *map(str, args)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.splitlines()[-1])

@@ -1,7 +1,6 @@
 """The tokenizer corpus: an exact, seeded sample of text lines, long lines split, skips counted."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -10,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.errors import PipelineError
 from pipeline.tokenizer import corpus
-from tests.helpers import REPO, child_env, doc, write_shard
+from tests.helpers import doc, peak_rss, write_shard
 
 
 @settings(max_examples=300, deadline=None)
@@ -33,27 +32,16 @@ def test_blocks_hold_the_texts_lines_whole_and_in_order(text, chars):
     assert [line for block in corpus.blocks(text, chars) for line in block.split("\n")] == text.split("\n")
 
 
-BUILD_PEAK = """
+BUILD = """
 import json, sys
 from pathlib import Path
 from pipeline.tokenizer.corpus import build
-stats = build([Path(sys.argv[1])], Path(sys.argv[2]), 1000, "0:00", 4192)
-# VmHWM, not ru_maxrss: exec keeps the parent's
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "lines": stats.selected_lines}))
+answer = {"lines": build([Path(sys.argv[1])], Path(sys.argv[2]), 1000, "0:00", 4192).selected_lines}
 """
 
 
 def build_peak(shard, output) -> int:
-    result = subprocess.run(
-        [sys.executable, "-c", BUILD_PEAK, str(shard), str(output)],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    answer = json.loads(result.stdout.splitlines()[-1])
+    answer = peak_rss(BUILD, shard, output)
     assert answer["lines"] == 1000
     return answer["peak"]
 

@@ -18,7 +18,7 @@ from pipeline.config.schema import PretokenizeParams
 from pipeline.core.errors import PipelineError
 from pipeline.encode import pretokenize, token_files
 from pipeline.ingest.jsonl import JsonLinesReader
-from tests.helpers import REPO, child_env, sample_documents, write_shard
+from tests.helpers import REPO, child_env, peak_rss, sample_documents, write_shard
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -192,28 +192,14 @@ def test_a_damaged_shard_through_the_stage_exits_with_a_message_not_a_traceback(
     assert not (tmp_path / "data/tokens").exists() or not list((tmp_path / "data/tokens").rglob("*.bin"))
 
 
-PEAK = """
+PRETOKENIZE = """
 import json, sys
 from pathlib import Path
 from pipeline.encode import pretokenize
 from pipeline.config.schema import PretokenizeParams
 meta = pretokenize.run([Path(sys.argv[1])], Path(sys.argv[2]), Path(sys.argv[3]), PretokenizeParams(workers=1))
-# VmHWM, not ru_maxrss: exec keeps the parent's
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "docs": meta["n_docs"]}))
+answer = {"docs": meta["n_docs"]}
 """
-
-
-def peak_rss(shard: Path, model: Path, output: Path) -> int:
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK, str(shard), str(model), str(output)],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout.splitlines()[-1])["peak"]
 
 
 def test_one_document_of_tens_of_mb_round_trips_in_memory_near_its_own_size(small_model, tmp_path):
@@ -222,8 +208,8 @@ def test_one_document_of_tens_of_mb_round_trips_in_memory_near_its_own_size(smal
     small = write_shard(tmp_path / "small.jsonl.zst", [{"text": t} for t in texts[:200]])
     big = write_shard(tmp_path / "big.jsonl.zst", [{"text": t} for t in texts[:200]] + [{"text": huge}])
     baseline, peak = (
-        peak_rss(small, small_model, tmp_path / "small.bin"),
-        peak_rss(big, small_model, tmp_path / "big.bin"),
+        peak_rss(PRETOKENIZE, small, small_model, tmp_path / "small.bin")["peak"],
+        peak_rss(PRETOKENIZE, big, small_model, tmp_path / "big.bin")["peak"],
     )
     # the line, its text and its ids are each held a few times; before encoding by slices of words,
     # the encoder's word lists alone cost 35x the line
