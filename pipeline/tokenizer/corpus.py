@@ -3,10 +3,10 @@
 SentencePiece 0.2.x samples `input_sentence_size` lines differently on every run and silently skips
 lines over `max_sentence_length` bytes, so this stage does both jobs itself: it splits long lines at
 whitespace (at a character boundary when a line has none) and keeps an exact, seeded, uniform
-sample of the resulting lines (selection sampling: two streaming passes, O(1) memory). A shard whose
-lines all fit the quota is written in the first pass. Memory does not grow with the shard; it grows
-with its largest document, held about three times while JSON parses it (the line, its decoded text,
-the document's text) and once after: its lines are cut and encoded a block at a time.
+sample of the resulting lines (selection sampling: two streaming passes; a shard whose lines all
+fit the quota is kept whole without drawing). Memory does not grow with the shard; it grows with its
+largest document, held about three times while JSON parses it (the line, its decoded text, the
+document's text) and once after: its lines are cut and encoded a block at a time.
 """
 
 import random
@@ -82,7 +82,7 @@ def split_line(line: bytes, max_bytes: int) -> list[bytes]:
 
 def blocks(text: str, chars: int = BLOCK_CHARS) -> Iterator[str]:
     """The text in consecutive blocks of whole lines, each of about `chars` characters or one longer
-    line; the b"\n" between two blocks belongs to neither, so their lines are the text's lines."""
+    line; the "\n" between two blocks belongs to neither, so their lines are the text's lines."""
     start = 0
     while len(text) - start > chars and (end := text.find("\n", start + chars)) >= 0:
         yield text[start:end]
